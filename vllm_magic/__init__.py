@@ -1,0 +1,37 @@
+"""vllm_magic: talk to a vLLM (or any OpenAI-compatible) server from Jupyter.
+
+In a notebook: ``%load_ext vllm_magic``, then ``%%chat`` cells and ``%vllm`` commands.
+In Python: ``Chat(base_url).ask("hi")``, ``models(base_url)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .chat import Chat, Connection, Response
+from .client import Client
+from .conversation import Conversation, Turn
+from .errors import VLLMError
+
+__all__ = [
+    "Chat", "Client", "Connection", "Conversation", "Response", "Turn", "VLLMError",
+    "models", "load_ipython_extension",
+]
+__version__ = "0.1.0"
+
+
+def models(base_url: str | None = None, api_key: str | None = None) -> list[dict[str, Any]]:
+    """The models a server serves (``/v1/models`` entries: id, max_model_len, root, parent...)."""
+    return Connection(base_url, api_key=api_key).models()
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext vllm_magic``: register ``%%chat``, ``%%vllm`` and ``%vllm``."""
+    from .magics import VLLMMagics
+
+    magics = VLLMMagics(shell=ipython)
+    owner = ipython.magics_manager.magics["cell"].get("chat")
+    if owner is not None and not isinstance(getattr(owner, "__self__", None), VLLMMagics):
+        del magics.magics["cell"]["chat"]
+        print("vllm_magic: %%chat belongs to another extension here, so use %%vllm (same options).")
+    ipython.register_magics(magics)

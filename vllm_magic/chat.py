@@ -1,0 +1,267 @@
+"""The engine every view shares: a :class:`Chat` owns a conversation and streams answers into it.
+
+    >>> chat = Chat("http://127.0.0.1:8000", temperature=0.2)
+    >>> chat.ask("Say hello").text
+    >>> for piece in chat.stream("And again, slowly"):
+    ...     print(piece, end="")
+
+Python code gets plain exceptions (KeyboardInterrupt stays KeyboardInterrupt); the magics and the
+panel turn them into one-paragraph messages.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from . import errors
+from .client import Client, redact_url
+from .conversation import COMPLETE, CUT, INTERRUPTED, Conversation, Turn
+from .params import validate
+from .stream import Finish, ReasoningDelta, TextDelta, Usage
+
+
+def env_base_url() -> str | None:
+    return os.environ.get("VLLM_BASE_URL") or os.environ.get("OPENAI_BASE_URL") or None
+
+
+def env_api_key(name: str | None = None) -> str | None:
+    """The key from ``name`` if given, else ``VLLM_API_KEY`` then ``OPENAI_API_KEY``."""
+    names = [name] if name else ["VLLM_API_KEY", "OPENAI_API_KEY"]
+    for candidate in names:
+        if os.environ.get(candidate):
+            return os.environ[candidate]
+    return None
+
+
+class Connection:
+    """A client plus the model to use, resolved lazily from ``/v1/models`` when not given."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        client: Client | None = None,
+    ) -> None:
+        if client is None:
+            url = base_url or env_base_url()
+            if not url:
+                raise errors.ConfigError(
+                    "No server URL is set.",
+                    "Give one (`%vllm connect http://HOST:8000` or `Chat('http://HOST:8000')`) or "
+                    "set VLLM_BASE_URL.",
+                )
+            client = Client(url, api_key if api_key is not None else env_api_key(), timeout=timeout)
+        self.client = client
+        self.model = model or os.environ.get("VLLM_MODEL") or None
+        self._models: list[dict[str, Any]] | None = None
+
+    def __repr__(self) -> str:
+        return f"Connection({self.client.display_url!r}, model={self.model!r})"
+
+    def models(self, refresh: bool = False) -> list[dict[str, Any]]:
+        if self._models is None or refresh:
+            self._models = self.client.models()
+        return self._models
+
+    def resolve_model(self, requested: str | None = None) -> str:
+        """The model to send: the requested one, the configured one, or the only one served."""
+        if requested or self.model:
+            return requested or self.model  # type: ignore[return-value]
+        ids = [m["id"] for m in self.models()]
+        if len(ids) == 1:
+            self.model = ids[0]
+            return ids[0]
+        if not ids:
+            raise errors.ConfigError(
+                f"The server at {self.client.display_url} serves no models.", "Check how it was started."
+            )
+        raise errors.ConfigError(
+            f"The server at {self.client.display_url} serves {len(ids)} models: {', '.join(ids)}.",
+            "Choose one with `%vllm connect URL --model NAME`, `%%chat --model NAME`, or "
+            "`Chat(url, model=NAME)`.",
+        )
+
+    def max_model_len(self, model: str) -> int | None:
+        for entry in self.models():
+            if entry.get("id") == model:
+                return entry.get("max_model_len")
+        return None
+
+
+class Response:
+    """One answer being streamed. Iterate it for text pieces, or call :meth:`text` to wait.
+
+    When the stream ends, :attr:`turn` holds the recorded :class:`Turn` (also when it was
+    interrupted or cut after some text; then ``turn.status`` says so). A request that fails before
+    any text records nothing.
+    """
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        client: Client,
+        prompt: str,
+        body: dict[str, Any],
+        mode: str | None,
+    ) -> None:
+        self._conversation = conversation
+        self._client = client
+        self.prompt = prompt
+        self.body = body
+        self.model: str = body["model"]
+        self._mode = mode  # "add" a turn, "replace" the last one, or None: record nothing
+        self._pieces: list[str] = []
+        self._reasoning: list[str] = []
+        self._iterated = False
+        self.turn: Turn | None = None
+        self.ttft: float | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._iterated:
+            yield from self._pieces if self.turn else ()
+            return
+        self._iterated = True
+        pieces, reasoning = self._pieces, self._reasoning
+        finish: Finish | None = None
+        usage: Usage | None = None
+        status = INTERRUPTED
+        started = time.perf_counter()
+        events = self._client.stream_chat(self.body)
+        try:
+            for event in events:
+                kind = type(event)
+                if kind is TextDelta:
+                    if self.ttft is None:
+                        self.ttft = time.perf_counter() - started
+                    pieces.append(event.text)
+                    yield event.text
+                elif kind is Finish:
+                    finish = event
+                elif kind is Usage:
+                    usage = event
+                elif kind is ReasoningDelta:
+                    if self.ttft is None:
+                        self.ttft = time.perf_counter() - started
+                    reasoning.append(event.text)
+            status = COMPLETE
+        except errors.StreamError:
+            status = CUT
+            raise
+        finally:
+            events.close()
+            if status == COMPLETE or pieces or reasoning:
+                self._finish(status, finish, usage, time.perf_counter() - started)
+
+    def _finish(self, status: str, finish: Finish | None, usage: Usage | None, seconds: float) -> None:
+        self.turn = Turn(
+            prompt=self.prompt,
+            text="".join(self._pieces),
+            model=self.model,
+            status=status,
+            finish_reason=finish.reason if finish else None,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            ttft=self.ttft,
+            seconds=seconds,
+            reasoning="".join(self._reasoning),
+            params={k: v for k, v in self.body.items() if k not in ("model", "messages", "stream", "stream_options")},
+        )
+        if self._mode == "add":
+            self._conversation.add(self.turn)
+        elif self._mode == "replace":
+            self._conversation.replace_last(self.turn)
+
+    def text(self) -> str:
+        """Consume the stream and return the whole answer."""
+        for _ in self:
+            pass
+        return "".join(self._pieces)
+
+
+class Chat:
+    """A conversation with one server: ``ask`` / ``stream`` send a prompt with the history so far.
+
+    ``params`` (temperature, max_tokens, top_p, any vLLM extra...) apply to every request; keyword
+    arguments of ``ask``/``stream`` override them for one request.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str | None = None,
+        *,
+        system: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        connection: Connection | None = None,
+        conversation: Conversation | None = None,
+        **params: Any,
+    ) -> None:
+        self.connection = connection or Connection(base_url, model, api_key=api_key, timeout=timeout)
+        self.conversation = conversation or Conversation(system=system)
+        self.params, _ = validate(params)
+
+    def __repr__(self) -> str:
+        return (
+            f"Chat({redact_url(self.connection.client.base_url)!r}, model={self.connection.model!r}, "
+            f"turns={len(self.conversation)})"
+        )
+
+    @property
+    def history(self) -> list[Turn]:
+        return self.conversation.turns
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        model: str | None = None,
+        record: bool = True,
+        _replace_last: bool = False,
+        **params: Any,
+    ) -> Response:
+        """Start an answer; iterate the returned :class:`Response` for its text as it arrives.
+
+        ``record=False`` sends the prompt alone (system prompt kept, no history) and records nothing.
+        """
+        merged, _ = validate({**self.params, **params})
+        body: dict[str, Any] = {k: v for k, v in merged.items() if v is not None}
+        body["model"] = self.connection.resolve_model(model)
+        turns = self.conversation.turns[:-1] if _replace_last else self.conversation.turns
+        body["messages"] = self.conversation.messages(prompt, turns=turns if record else [])
+        mode = "replace" if _replace_last else ("add" if record else None)
+        return Response(self.conversation, self.connection.client, prompt, body, mode)
+
+    def ask(self, prompt: str, **kwargs: Any) -> Turn:
+        """Send ``prompt`` and wait for the whole answer; returns the recorded :class:`Turn`."""
+        response = self.stream(prompt, **kwargs)
+        response.text()
+        assert response.turn is not None
+        return response.turn
+
+    def retry(self, **kwargs: Any) -> Response:
+        """Ask the last prompt again; the new answer replaces the last turn once it arrives.
+
+        Until then the old turn stays, so a retry that fails leaves the history as it was.
+        """
+        if not self.conversation.turns:
+            raise errors.ConfigError("There is no turn to retry yet.", "Send a prompt first.")
+        return self.stream(self.conversation.turns[-1].prompt, _replace_last=True, **kwargs)
+
+    def reset(self) -> None:
+        self.conversation.reset()
+
+    def undo(self) -> Turn | None:
+        return self.conversation.undo()
+
+    def usage(self):  # -> pandas.DataFrame
+        """Per-turn usage and timings as a DataFrame, with a ``total`` row."""
+        from .usage import usage_frame
+
+        return usage_frame(self.conversation.turns)

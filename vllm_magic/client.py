@@ -1,0 +1,225 @@
+"""HTTP client for vLLM's OpenAI-compatible API: auth, bounded retries, error mapping, streaming.
+
+The only module that speaks HTTP. Everything above it gets Python values, :mod:`.stream` events
+and :class:`~vllm_magic.errors.VLLMError` subclasses with a human message.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from . import errors
+from .stream import DONE, Event, Finish, SSEDecoder, chunk_events, parse_payload
+
+RETRY_STATUSES = frozenset({429, 503})
+
+
+def normalize_base_url(url: str) -> str:
+    """``host:8000``, ``http://host:8000/``, ``http://host:8000/v1`` -> ``http://host:8000``.
+
+    The API root without ``/v1``: vLLM serves ``/health``, ``/version`` and ``/tokenize`` there.
+    """
+    url = url.strip()
+    if not url:
+        raise errors.ConfigError(
+            "The server URL is empty.", "Give one: `%vllm connect http://HOST:8000`."
+        )
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise errors.ConfigError(
+            f"{redact_url(url)!r} is not an http(s) URL.",
+            "Use the form http://HOST:PORT, e.g. `%vllm connect http://127.0.0.1:8000`.",
+        )
+    path = re.sub(r"/+$", "", parts.path)
+    path = re.sub(r"/v1$", "", path)
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def redact_url(url: str) -> str:
+    """The URL with any ``user:password@`` replaced, safe to print."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+class Client:
+    """A connection to one server. Thread-safe for requests; holds one httpx connection pool.
+
+    ``api_key`` is kept in a private attribute and in the ``Authorization`` header only; it never
+    appears in ``repr``, messages or saved files.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        retry_backoff: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.root_url = normalize_base_url(base_url)
+        self.base_url = self.root_url + "/v1"
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.__api_key = api_key or None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            transport=transport,
+            follow_redirects=True,
+        )
+
+    @property
+    def has_api_key(self) -> bool:
+        return self.__api_key is not None
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.base_url)
+
+    def __repr__(self) -> str:
+        key = "set" if self.has_api_key else "none"
+        return f"Client({self.display_url!r}, api_key=<{key}>)"
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        """``GET /v1/models``: the served models with ``max_model_len``, ``root``, ``parent``..."""
+        return self.request("GET", "/v1/models").json().get("data", [])
+
+    def health(self) -> bool:
+        """``GET /health``: True when the engine is up."""
+        return self.request("GET", "/health", retry=False).status_code == 200
+
+    def version(self) -> str | None:
+        """``GET /version`` (vLLM only; other servers may not have it)."""
+        try:
+            return self.request("GET", "/version", retry=False).json().get("version")
+        except errors.NotFoundError:
+            return None
+
+    def tokenize(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """vLLM's ``/tokenize`` with the chat template applied: exact ``count`` and ``max_model_len``."""
+        body = {"model": model, "messages": messages, "add_generation_prompt": True}
+        return self.request("POST", "/tokenize", json=body).json()
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", path, json=body).json()
+
+    def stream_chat(self, body: dict[str, Any]) -> Iterator[Event]:
+        """Stream ``/v1/chat/completions``; yields events until the answer ends.
+
+        Closing the iterator (or an exception such as KeyboardInterrupt inside it) closes the
+        response and its connection at once, so vLLM aborts the request and frees its slot.
+        """
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        request = self._http.build_request("POST", self._url("/v1/chat/completions"), json=body)
+        with self._send(request, stream=True, model=body.get("model")) as response:
+            decoder = SSEDecoder()
+            finished = False
+            try:
+                for raw in response.iter_bytes():
+                    for payload in decoder.feed(raw):
+                        if payload == DONE:
+                            return
+                        for event in chunk_events(parse_payload(payload)):
+                            finished = finished or type(event) is Finish
+                            yield event
+            except httpx.TimeoutException as exc:
+                raise self._timeout_error(exc) from None
+            except httpx.TransportError as exc:
+                raise self._stream_cut(str(exc) or type(exc).__name__) from None
+            if not finished or decoder.has_partial_event:
+                raise self._stream_cut("the connection closed before the end of the answer")
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return self.root_url + path
+
+    def request(
+        self, method: str, path: str, *, json: Any = None, retry: bool = True
+    ) -> httpx.Response:
+        request = self._http.build_request(method, self._url(path), json=json)
+        model = json.get("model") if isinstance(json, dict) else None
+        return self._send(request, stream=False, model=model, retry=retry)
+
+    def _send(
+        self, request: httpx.Request, *, stream: bool, model: str | None, retry: bool = True
+    ) -> httpx.Response:
+        """Send with bounded retries on 429/503 (always before any token), map failures to errors."""
+        attempts = 1 + (self.max_retries if retry else 0)
+        for attempt in range(attempts):
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TimeoutException as exc:
+                raise self._timeout_error(exc) from None
+            except httpx.TransportError as exc:
+                raise self._connect_error(exc) from None
+            if response.status_code < 400:
+                return response
+            if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
+                delay = self._retry_delay(response, attempt)
+                response.close()
+                time.sleep(delay)
+                continue
+            if stream:
+                response.read()
+                response.close()
+            raise errors.from_response(response, model=model, where=f"The server at {self.display_url}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry_delay(self, response: httpx.Response, attempt: int) -> float:
+        retry_after = response.headers.get("retry-after", "")
+        if retry_after.replace(".", "", 1).isdigit():
+            return min(float(retry_after), 30.0)
+        return self.retry_backoff * (2**attempt) * (1 + random.random() / 4)
+
+    def _connect_error(self, exc: httpx.TransportError) -> errors.VLLMError:
+        reason = str(exc) or type(exc).__name__
+        if re.search(r"Name or service not known|nodename nor servname|getaddrinfo|Errno -[235]", reason):
+            host = urlsplit(self.root_url).hostname
+            return errors.ConnectError(
+                f"Could not resolve the host name {host!r} of {self.display_url} ({reason}).",
+                "Check the spelling of the host in `%vllm connect URL`, or use its IP address.",
+            )
+        return errors.ConnectError(
+            f"Could not connect to {self.display_url} ({reason}).",
+            "Is the vLLM server running and reachable from this kernel? Start it with `vllm serve "
+            "MODEL`, or point to the right place with `%vllm connect http://HOST:PORT`.",
+        )
+
+    def _timeout_error(self, exc: httpx.TimeoutException) -> errors.VLLMError:
+        what = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "hear back from"
+        return errors.TimeoutError(
+            f"Timed out after {self.timeout:g} s trying to {what} {self.display_url}.",
+            "If the server is busy or loading a model, wait and retry, or raise the limit with "
+            "`%config VLLMMagics.timeout = 600` (Python: `Chat(..., timeout=600)`).",
+        )
+
+    def _stream_cut(self, reason: str) -> errors.StreamError:
+        return errors.StreamError(
+            f"The answer stream from {self.display_url} was cut ({reason}).",
+            "The partial answer is kept, marked incomplete; `%vllm retry` asks again. If this "
+            "repeats, check the server's log (it may have restarted or run out of memory).",
+        )

@@ -1,0 +1,178 @@
+"""One error family, each with a one-paragraph message: what went wrong, then how to fix it.
+
+Every failure the user can meet (server down, wrong key, unknown model, context too long, a cut
+stream...) is a :class:`VLLMError`. In IPython the paragraph is shown instead of a traceback
+(``_render_traceback_``); ``%vllm debug on`` brings tracebacks back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+
+# Module-level switch read by _render_traceback_: %vllm debug on|off flips it.
+show_tracebacks = False
+
+
+class VLLMError(Exception):
+    """Base of every error raised by vllm_magic.
+
+    ``cause`` says what happened (including the server's own words, verbatim), ``fix`` says what to
+    do. ``status`` and ``server_message`` carry the HTTP status and the server's message when there
+    was a response.
+    """
+
+    def __init__(
+        self,
+        cause: str,
+        fix: str = "",
+        *,
+        status: int | None = None,
+        server_message: str | None = None,
+    ) -> None:
+        self.cause = cause
+        self.fix = fix
+        self.status = status
+        self.server_message = server_message
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return f"{self.cause} {self.fix}".strip()
+
+    def __getattr__(self, name: str) -> Any:
+        # IPython looks this up with hasattr(): present unless tracebacks were asked for.
+        if name == "_render_traceback_" and not show_tracebacks:
+            return self._paragraph
+        raise AttributeError(name)
+
+    def _paragraph(self) -> list[str]:
+        return [f"\x1b[1;31m{type(self).__name__}\x1b[0m: {self.message}"]
+
+
+class ConfigError(VLLMError):
+    """Bad local settings: no URL, no model, a malformed value."""
+
+
+class ParamError(ConfigError):
+    """A sampling parameter failed local validation (nothing was sent)."""
+
+
+class ConnectError(VLLMError):
+    """The server could not be reached at all."""
+
+
+class TimeoutError(VLLMError):  # noqa: A001 - the package's own, distinct from the builtin
+    """The server took longer than the configured timeout."""
+
+
+class AuthError(VLLMError):
+    """401/403: missing or wrong API key."""
+
+
+class NotFoundError(VLLMError):
+    """404: unknown model or an endpoint the server does not have."""
+
+
+class ContextLengthError(VLLMError):
+    """The conversation does not fit the model's context window."""
+
+
+class BadRequestError(VLLMError):
+    """Any other 4xx the server refused."""
+
+
+class RateLimitError(VLLMError):
+    """429 after the bounded retries."""
+
+
+class ServerError(VLLMError):
+    """5xx after the bounded retries."""
+
+
+class StreamError(VLLMError):
+    """The stream broke after it started: cut connection, malformed event, error event."""
+
+
+class Interrupted(VLLMError):
+    """The user stopped a stream (Ctrl-C, kernel interrupt, Stop button); partial answer kept."""
+
+
+def server_message(response: httpx.Response) -> str:
+    """The server's own error text: OpenAI shape, FastAPI's ``detail``, or the raw body."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        text = response.text.strip()
+        if "<html" in text.lower():
+            text = re.sub(r"<[^>]+>", " ", text)
+        return " ".join(text.split())[:300] or response.reason_phrase
+    return message_from_body(body) or response.reason_phrase
+
+
+def message_from_body(body: Any) -> str:
+    if isinstance(body, dict):
+        error = body.get("error", body.get("detail"))
+        if isinstance(error, dict):
+            return str(error.get("message", error))
+        if error is not None:
+            return str(error)
+        if "message" in body:
+            return str(body["message"])
+    return ""
+
+
+def from_response(response: httpx.Response, *, model: str | None, where: str) -> VLLMError:
+    """Map an HTTP error response to the right error with a hint; the server's words verbatim."""
+    status = response.status_code
+    said = server_message(response)
+    quoted = f"The server said: {said}"
+    kw = {"status": status, "server_message": said}
+    if status in (401, 403):
+        return AuthError(
+            f"{where} refused the API key (HTTP {status}). {quoted}.",
+            "Set the key the server was started with (`vllm serve --api-key`) in VLLM_API_KEY, "
+            "or name another variable with `%vllm connect URL --api-key-env NAME`.",
+            **kw,
+        )
+    if status == 404:
+        if "model" in said.lower() and "does not exist" in said.lower():
+            return NotFoundError(
+                f"{quoted}",
+                "Pick one of the served models with `--model NAME` or `%vllm connect URL --model "
+                "NAME`; `%vllm models` lists them.",
+                **kw,
+            )
+        return NotFoundError(
+            f"{where} has no such endpoint (HTTP 404, {said}).",
+            "Check that the URL points at a vLLM or OpenAI-compatible server and that this server "
+            "runs a model of the right kind (a chat model for chat, a pooling model for embeddings).",
+            **kw,
+        )
+    if status == 400 and ("maximum context length" in said or "input_tokens" in said):
+        return ContextLengthError(
+            f"The conversation is too long for {model or 'the model'}. {quoted}",
+            "Start afresh with `%vllm reset`, drop the last turn with `%vllm undo`, or send a "
+            "shorter prompt.",
+            **kw,
+        )
+    if status == 429:
+        return RateLimitError(
+            f"{where} is rate limiting requests (HTTP 429) and still was after retrying. {quoted}.",
+            "Wait a moment and run the cell again, or lower the request rate.",
+            **kw,
+        )
+    if status >= 500:
+        return ServerError(
+            f"{where} failed with HTTP {status} (retried where safe). {quoted}.",
+            "Check the server's log; if it is starting up or overloaded, run the cell again shortly.",
+            **kw,
+        )
+    return BadRequestError(
+        f"{where} rejected the request (HTTP {status}). {quoted}",
+        "Check the parameters with `%vllm params`; unset a wrong one with `%vllm params --unset NAME`.",
+        **kw,
+    )

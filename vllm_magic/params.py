@@ -1,0 +1,139 @@
+"""Sampling parameters: the common ones typed and validated before sending, vLLM's extras passed on.
+
+Validation happens locally so a typo costs no round trip and the message can say exactly what is
+allowed. Anything not listed here (``min_tokens``, ``ignore_eos``, ``chat_template_kwargs``,
+``structured_outputs``...) goes to vLLM as an extra body field: vLLM checks it and its own message
+is shown if it refuses.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ParamError
+
+
+@dataclass(frozen=True)
+class Spec:
+    kind: type
+    check: Callable[[Any], bool]
+    allowed: str
+
+
+def _number(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False) -> Callable[[Any], bool]:
+    return lambda v: (lo < v if lo_open else lo <= v) and v <= hi
+
+
+KNOWN: dict[str, Spec] = {
+    "temperature": Spec(float, _number(0), "a number >= 0 (0 is greedy)"),
+    "top_p": Spec(float, _number(0, 1, lo_open=True), "a number in (0, 1]"),
+    "top_k": Spec(int, lambda v: v == -1 or v >= 0, "an integer >= 0, or -1 for no limit"),
+    "min_p": Spec(float, _number(0, 1), "a number in [0, 1]"),
+    "max_tokens": Spec(int, _number(1), "an integer >= 1"),
+    "seed": Spec(int, lambda v: True, "an integer"),
+    "stop": Spec(list, lambda v: all(isinstance(s, str) and s for s in v), "a string or a list of strings"),
+    "presence_penalty": Spec(float, _number(-2, 2), "a number in [-2, 2]"),
+    "frequency_penalty": Spec(float, _number(-2, 2), "a number in [-2, 2]"),
+    "repetition_penalty": Spec(float, _number(0, lo_open=True), "a number > 0 (1 means none)"),
+}
+
+# Keys the engine owns: setting them as params would break the conversation or the stream.
+RESERVED = {
+    "n": "`n` > 1 asks for several answers per turn; a conversation keeps one. Run the cell again "
+    "(or `%vllm retry`) for another answer.",
+    "stream": "streaming is always on (it is how answers reach the notebook).",
+    "stream_options": "usage reporting is always requested.",
+    "messages": "the conversation supplies the messages.",
+    "model": "choose the model with `--model NAME` or `%vllm connect URL --model NAME`.",
+}
+
+
+def parse_value(text: str) -> Any:
+    """``0.7`` -> 0.7, ``true`` -> True, ``["a","b"]`` -> list, anything else stays a string."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return text
+
+
+def parse_assignments(tokens: Iterable[str]) -> dict[str, Any]:
+    """``["temperature=0.2", "stop=[\\"\\\\n\\"]"]`` -> ``{"temperature": 0.2, "stop": ["\\n"]}``."""
+    result: dict[str, Any] = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ParamError(
+                f"{token!r} is not a `name=value` pair.",
+                "Write parameters as `%vllm params temperature=0.7 max_tokens=256`.",
+            )
+        result[key] = parse_value(value.strip())
+    return result
+
+
+def validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Check and normalise ``params``; return them with the names that pass through unchecked.
+
+    Raises :class:`ParamError` naming the first bad value and what is allowed.
+    """
+    clean: dict[str, Any] = {}
+    extras: list[str] = []
+    for name, value in params.items():
+        if name in RESERVED:
+            if name == "n" and value in (1, None):
+                continue
+            raise ParamError(f"The parameter `{name}` cannot be set here:", RESERVED[name])
+        spec = KNOWN.get(name)
+        if spec is None:
+            extras.append(name)
+            clean[name] = value
+        elif value is None:
+            clean[name] = None
+        else:
+            clean[name] = _coerce(name, value, spec)
+    return clean, extras
+
+
+def _coerce(name: str, value: Any, spec: Spec) -> Any:
+    converted: Any = None
+    if spec.kind is list:
+        converted = [value] if isinstance(value, str) else value
+        if not isinstance(converted, (list, tuple)):
+            converted = None
+        else:
+            converted = list(converted)
+    elif isinstance(value, bool):
+        converted = None
+    elif spec.kind is int and isinstance(value, int):
+        converted = value
+    elif spec.kind is int and isinstance(value, float) and value.is_integer():
+        converted = int(value)
+    elif spec.kind is float and isinstance(value, (int, float)) and math.isfinite(value):
+        converted = float(value)
+    if converted is None or not spec.check(converted):
+        raise ParamError(
+            f"`{name}` must be {spec.allowed}, got {value!r}.",
+            f"Set it again, e.g. `%vllm params {name}={_example(name)}`, or remove it with "
+            f"`%vllm params --unset {name}`.",
+        )
+    return converted
+
+
+def _example(name: str) -> str:
+    return {
+        "temperature": "0.7",
+        "top_p": "0.9",
+        "top_k": "40",
+        "min_p": "0.05",
+        "max_tokens": "512",
+        "seed": "42",
+        "stop": '\'["\\n\\n"]\'',
+        "repetition_penalty": "1.1",
+    }.get(name, "0")

@@ -1,0 +1,230 @@
+"""Model text -> safe HTML, incrementally.
+
+Model output is untrusted: markdown-it runs with raw HTML disabled (it is escaped) and its link
+validator drops ``javascript:``/``vbscript:``/``file:``/``data:`` URLs, so the only markup in the
+result is markup we generate. Code is highlighted with Pygments into classes that map onto
+JupyterLab's theme variables (light and dark themes both work).
+
+Streaming must not re-render the whole document per update (quadratic). :class:`IncrementalMarkdown`
+splits the text into top-level blocks at points where splitting cannot change the result, so each
+finished block is rendered exactly once; only the unfinished last block is rendered again, within a
+budget, and shown as escaped text when the budget is spent.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from functools import lru_cache
+
+from markdown_it import MarkdownIt
+
+from .conversation import Conversation, Turn
+
+CSS = """<style>
+.vllm-magic{line-height:1.5}
+.vllm-magic .vm-cursor{opacity:.6}
+.vllm-magic .vm-pending{white-space:pre-wrap;font-family:inherit}
+.vllm-magic-footer{color:var(--jp-ui-font-color2,#777);font-size:.85em;margin-top:.3em}
+.vllm-magic-footer .vm-warn{color:var(--jp-warn-color0,#b58900)}
+.vllm-magic .highlight .k,.vllm-magic .highlight .kn,.vllm-magic .highlight .kd,.vllm-magic .highlight .kc,
+.vllm-magic .highlight .kr,.vllm-magic .highlight .ow{color:var(--jp-mirror-editor-keyword-color,#008000);font-weight:bold}
+.vllm-magic .highlight .s,.vllm-magic .highlight .s1,.vllm-magic .highlight .s2,.vllm-magic .highlight .sd,
+.vllm-magic .highlight .sb,.vllm-magic .highlight .sa,.vllm-magic .highlight .si,.vllm-magic .highlight .se{color:var(--jp-mirror-editor-string-color,#ba2121)}
+.vllm-magic .highlight .c,.vllm-magic .highlight .c1,.vllm-magic .highlight .cm,.vllm-magic .highlight .ch{color:var(--jp-mirror-editor-comment-color,#408080);font-style:italic}
+.vllm-magic .highlight .m,.vllm-magic .highlight .mi,.vllm-magic .highlight .mf,.vllm-magic .highlight .mh{color:var(--jp-mirror-editor-number-color,#080)}
+.vllm-magic .highlight .nf,.vllm-magic .highlight .fm,.vllm-magic .highlight .nc{color:var(--jp-mirror-editor-def-color,#00f)}
+.vllm-magic .highlight .nb,.vllm-magic .highlight .bp{color:var(--jp-mirror-editor-builtin-color,#008000)}
+.vllm-magic .highlight .o{color:var(--jp-mirror-editor-operator-color,#aa22ff)}
+</style>"""
+
+CURSOR = '<span class="vm-cursor">\u258d</span>'
+
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_LIST_OR_INDENT = re.compile(r"[ \t]|[-+*](?:[ \t]|$)|\d{1,9}[.)](?:[ \t]|$)")
+_REFERENCE_DEFINITION = re.compile(r"^ {0,3}\[[^\]\n]+\]:[ \t]*\S", re.MULTILINE)
+
+
+def _highlight(code: str, lang: str, _attrs: str) -> str:
+    """Pygments HTML for fenced code with a language; plain escaped code otherwise."""
+    if not lang:
+        return ""
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+
+    try:
+        lexer = get_lexer_by_name(lang)
+    except ClassNotFound:
+        return ""
+    body = highlight(code, lexer, HtmlFormatter(nowrap=True))
+    return f'<pre class="highlight"><code class="language-{html.escape(lang)}">{body}</code></pre>\n'
+
+
+@lru_cache(maxsize=1)
+def _markdown() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight, "breaks": False})
+    md.enable(["table", "strikethrough"])
+
+    def link_open(renderer, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+        # Links from model output open elsewhere and pass no referrer or opener.
+        tokens[idx].attrSet("target", "_blank")
+        tokens[idx].attrSet("rel", "noopener noreferrer nofollow")
+        return renderer.renderToken(tokens, idx, options, env)
+
+    md.add_render_rule("link_open", link_open)
+    return md
+
+
+def markdown_to_html(text: str) -> str:
+    """Render Markdown to sanitized HTML (no raw HTML, no script links)."""
+    return _markdown().render(text)
+
+
+def escaped_block(text: str) -> str:
+    """Text shown as is (no Markdown), for the unfinished tail when rendering it costs too much."""
+    return f'<div class="vm-pending">{html.escape(text)}</div>'
+
+
+class IncrementalMarkdown:
+    """Splits growing Markdown into finished top-level blocks and an unfinished tail.
+
+    A block is finished at a blank line outside fenced code when the next line starts at column 0
+    and does not start a list item: at such a point CommonMark closes every open block, so
+    rendering the two sides separately gives the same HTML as rendering them together. (Loose lists
+    and indented continuations are kept whole.) Reference-style link definitions can reach back
+    across blocks; :attr:`needs_full_render` reports them so the final render can be exact.
+    """
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self._text = ""
+        self._emitted = 0  # text[:_emitted] was handed out as finished blocks
+        self._scanned = 0  # complete lines before this offset were classified
+        self._fence: tuple[str, int] | None = None
+        self._fence_start = 0  # offset of the open fence's first line
+        self._blank_end: int | None = None  # offset after the last blank line, a split candidate
+
+    def append(self, piece: str) -> None:
+        self._pieces.append(piece)
+
+    @property
+    def text(self) -> str:
+        if self._pieces:
+            self._text += "".join(self._pieces)
+            self._pieces.clear()
+        return self._text
+
+    def take_finished(self) -> str:
+        """Markdown of the blocks finished since the last call ("" if none)."""
+        text = self.text
+        end = self._emitted
+        pos = self._scanned
+        while True:
+            newline = text.find("\n", pos)
+            if newline < 0:
+                break
+            end = self._classify(text, pos, newline, end)
+            pos = newline + 1
+        self._scanned = pos
+        finished, self._emitted = text[self._emitted:end], end
+        return finished
+
+    def tail(self) -> str:
+        """The Markdown after the finished blocks: the block still being written."""
+        return self.text[self._emitted:]
+
+    def tail_html(self) -> str:
+        """The tail rendered for display while streaming; an open code fence is shown unhighlighted.
+
+        Highlighting half a code block costs the most and changes as it grows, so it waits until
+        the fence closes (the finished block is highlighted once).
+        """
+        tail = self.tail()
+        if self._fence is None:
+            return markdown_to_html(tail)
+        split = max(self._fence_start - self._emitted, 0)
+        head, code = tail[:split], tail[split:]
+        code = code.split("\n", 1)[1] if "\n" in code else ""
+        return markdown_to_html(head) + f"<pre><code>{html.escape(code)}</code></pre>"
+
+    @property
+    def needs_full_render(self) -> bool:
+        return _REFERENCE_DEFINITION.search(self.text) is not None
+
+    def _classify(self, text: str, start: int, newline: int, end: int) -> int:
+        line = text[start:newline]
+        if self._fence is not None:
+            char, length = self._fence
+            stripped = line.strip()
+            if len(line) - len(line.lstrip(" ")) < 4 and stripped and set(stripped) == {char} and len(stripped) >= length:
+                self._fence = None
+            return end
+        if not line.strip():
+            self._blank_end = newline + 1
+            return end
+        if self._blank_end is not None and not _LIST_OR_INDENT.match(line):
+            end = self._blank_end
+        self._blank_end = None
+        fence = _FENCE.match(line)
+        if fence and not (fence.group(1)[0] == "`" and "`" in line[fence.end():]):
+            self._fence = (fence.group(1)[0], len(fence.group(1)))
+            self._fence_start = start
+        return end
+
+
+def footer_text(turn: Turn) -> str:
+    """``tiny-chat · 40 → 8 tokens · first token 0.04 s · 95.1 tok/s · stopped: max_tokens``."""
+    parts = [turn.model]
+    if turn.prompt_tokens is not None and turn.completion_tokens is not None:
+        parts.append(f"{turn.prompt_tokens} \u2192 {turn.completion_tokens} tokens")
+    if turn.ttft is not None:
+        parts.append(f"first token {turn.ttft:.2f} s")
+    if turn.tokens_per_second is not None:
+        parts.append(f"{turn.tokens_per_second:.1f} tok/s")
+    parts.append(ending(turn))
+    return " \u00b7 ".join(parts)
+
+
+def ending(turn: Turn) -> str:
+    if turn.status == "interrupted":
+        return "\u26a0 interrupted: partial answer kept"
+    if turn.status == "cut":
+        return "\u26a0 stream cut: partial answer kept"
+    if turn.finish_reason == "length":
+        return "\u26a0 cut by max_tokens (raise it with `%vllm params max_tokens=N`)"
+    if turn.finish_reason == "stop":
+        return "finished"
+    return f"finished ({turn.finish_reason})" if turn.finish_reason else "finished"
+
+
+def footer_html(turn: Turn) -> str:
+    text = html.escape(footer_text(turn))
+    warn = not turn.complete or turn.truncated
+    body = text.replace("\u26a0", '<span class="vm-warn">\u26a0') + ("</span>" if warn else "")
+    return f'<div class="vllm-magic-footer">{body}</div>'
+
+
+def conversation_html(conversation: Conversation) -> str:
+    """The whole conversation, user and assistant turns told apart, for ``%vllm history``."""
+    parts = [CSS, '<div class="vllm-magic">']
+    if conversation.system:
+        parts.append(f"<p><em>System:</em> {html.escape(conversation.system)}</p>")
+    if not conversation.turns:
+        parts.append("<p><em>No turns yet.</em></p>")
+    for number, turn in enumerate(conversation.turns, 1):
+        parts.append(f"<h4>{number}. You</h4>{markdown_to_html(turn.prompt)}")
+        parts.append(f"<h4>{number}. {html.escape(turn.model)}</h4>{markdown_to_html(turn.text)}{footer_html(turn)}")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def conversation_text(conversation: Conversation) -> str:
+    lines = [f"System: {conversation.system}"] if conversation.system else []
+    if not conversation.turns:
+        lines.append("No turns yet.")
+    for number, turn in enumerate(conversation.turns, 1):
+        lines += [f"--- {number}. You", turn.prompt, f"--- {number}. {turn.model}", turn.text,
+                  f"[{footer_text(turn)}]"]
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""Server-sent events -> chat events.
+
+Two small pure layers, shared by the sync and async clients:
+
+* :class:`SSEDecoder` turns the raw bytes of an ``text/event-stream`` body into ``data`` payloads.
+* :func:`chunk_events` turns one decoded chat-completion chunk into :class:`Event` values.
+
+Both are on the hot path of every streamed token, so they avoid per-byte work and text decoding.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Union
+
+from .errors import StreamError, message_from_body
+
+DONE = b"[DONE]"
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ReasoningDelta:
+    """Text from a reasoning parser (``delta.reasoning`` / ``delta.reasoning_content``)."""
+
+    text: str
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: str | None
+    stop_reason: str | int | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+Event = Union[TextDelta, ReasoningDelta, Finish, Usage]
+
+
+class SSEDecoder:
+    """Incremental SSE decoder: feed byte chunks, get back the complete events' ``data`` fields.
+
+    Handles events split across chunks, ``\\r\\n`` line ends, multi-line data and comments.
+    ``event:``, ``id:`` and ``retry:`` fields carry nothing vLLM uses and are ignored.
+    """
+
+    __slots__ = ("_pending", "_data")
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        if self._pending:
+            chunk = self._pending + chunk
+        lines = chunk.split(b"\n")
+        self._pending = lines.pop()
+        out: list[bytes] = []
+        data = self._data
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    out.append(data[0] if len(data) == 1 else b"\n".join(data))
+                    data.clear()
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+        return out
+
+    @property
+    def has_partial_event(self) -> bool:
+        """True when the body ended inside an event (the stream was cut)."""
+        return bool(self._pending.strip() or self._data)
+
+
+def parse_payload(payload: bytes) -> dict[str, Any]:
+    """Decode one ``data`` payload, mapping garbage and in-stream errors to :class:`StreamError`."""
+    try:
+        chunk = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        shown = payload[:120].decode("utf-8", "replace")
+        raise StreamError(
+            f"The server sent a malformed event in the middle of the answer: {shown!r}.",
+            "The partial answer is kept, marked incomplete. If this repeats, check for a proxy "
+            "between you and the server that rewrites streamed responses.",
+        ) from None
+    if not isinstance(chunk, dict):
+        raise StreamError(f"The server sent an unexpected event: {payload[:120]!r}.", "")
+    if "error" in chunk:
+        said = message_from_body(chunk)
+        raise StreamError(
+            f"The server stopped the answer with an error: {said}",
+            "The partial answer is kept, marked incomplete; `%vllm retry` asks again.",
+            server_message=said,
+        )
+    return chunk
+
+
+def chunk_events(chunk: dict[str, Any]) -> list[Event]:
+    """Events of one ``chat.completion.chunk`` (only choice 0: one conversation, one answer)."""
+    events: list[Event] = []
+    for choice in chunk.get("choices") or ():
+        if choice.get("index", 0) != 0:
+            continue
+        delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning") or delta.get("reasoning_content")
+        if reasoning:
+            events.append(ReasoningDelta(reasoning))
+        content = delta.get("content")
+        if content:
+            events.append(TextDelta(content))
+        reason = choice.get("finish_reason")
+        if reason is not None:
+            events.append(Finish(reason, choice.get("stop_reason")))
+    usage = chunk.get("usage")
+    if usage:
+        events.append(
+            Usage(
+                usage.get("prompt_tokens", 0),
+                usage.get("completion_tokens", 0),
+                usage.get("total_tokens", 0),
+            )
+        )
+    return events
