@@ -153,6 +153,8 @@ class Response:
         except errors.StreamError:
             status = CUT
             raise
+        except errors.ContextLengthError as exc:
+            raise self._explain_context(exc) from None
         finally:
             events.close()
             if status == COMPLETE or pieces or reasoning:
@@ -176,6 +178,21 @@ class Response:
             self._conversation.add(self.turn)
         elif self._mode == "replace":
             self._conversation.replace_last(self.turn)
+
+    def _explain_context(self, error: errors.ContextLengthError) -> errors.ContextLengthError:
+        """Add the exact size of the conversation (vLLM's ``/tokenize``) to a context error."""
+        try:
+            counted = self._client.tokenize(self.model, self.body["messages"])
+        except errors.VLLMError:
+            return error
+        return errors.ContextLengthError(
+            f"The conversation holds {counted['count']} tokens with this prompt "
+            f"({len(self.body['messages'])} messages), more than {self.model}'s max_model_len of {counted['max_model_len']}. "
+            f"The server said: {error.server_message}",
+            error.fix,
+            status=error.status,
+            server_message=error.server_message,
+        )
 
     def text(self) -> str:
         """Consume the stream and return the whole answer."""

@@ -39,8 +39,7 @@ def normalize_base_url(url: str) -> str:
             f"{redact_url(url)!r} is not an http(s) URL.",
             "Use the form http://HOST:PORT, e.g. `%vllm connect http://127.0.0.1:8000`.",
         )
-    path = re.sub(r"/+$", "", parts.path)
-    path = re.sub(r"/v1$", "", path)
+    path = re.sub(r"(/+v1)?/*$", "", re.sub(r"/+$", "", parts.path))
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
@@ -134,23 +133,25 @@ class Client:
         """
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         request = self._http.build_request("POST", self._url("/v1/chat/completions"), json=body)
-        with self._send(request, stream=True, model=body.get("model")) as response:
-            decoder = SSEDecoder()
-            finished = False
-            try:
-                for raw in response.iter_bytes():
-                    for payload in decoder.feed(raw):
-                        if payload == DONE:
-                            return
-                        for event in chunk_events(parse_payload(payload)):
-                            finished = finished or type(event) is Finish
-                            yield event
-            except httpx.TimeoutException as exc:
-                raise self._timeout_error(exc) from None
-            except httpx.TransportError as exc:
-                raise self._stream_cut(str(exc) or type(exc).__name__) from None
-            if not finished or decoder.has_partial_event:
-                raise self._stream_cut("the connection closed before the end of the answer")
+        response = self._send(request, stream=True, model=body.get("model"))
+        decoder = SSEDecoder()
+        finished = False
+        try:
+            for raw in response.iter_bytes():
+                for payload in decoder.feed(raw):
+                    if payload == DONE:
+                        return
+                    for event in chunk_events(parse_payload(payload)):
+                        finished = finished or type(event) is Finish
+                        yield event
+        except httpx.TimeoutException as exc:
+            raise self._timeout_error(exc) from None
+        except httpx.TransportError as exc:
+            raise self._stream_cut(str(exc) or type(exc).__name__) from None
+        finally:
+            response.close()
+        if not finished or decoder.has_partial_event:
+            raise self._stream_cut("the connection closed before the end of the answer")
 
     # -- plumbing --------------------------------------------------------------------------------
 

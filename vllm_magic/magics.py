@@ -15,7 +15,7 @@ from typing import Any
 
 from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Dict, Float, Unicode
 
 from . import errors
@@ -126,7 +126,7 @@ class VLLMMagics(Magics):
         self._cell(line, cell)
 
     def _cell(self, line: str, cell: str) -> None:
-        args = parse_argstring(self.chat, line)
+        args = self.chat.parser.parse_args(split_words(line))
         prompt = cell.strip("\n")
         if not prompt.strip():
             raise UsageError("The cell has no prompt: write the message on the lines below `%%chat`.")
@@ -164,10 +164,7 @@ class VLLMMagics(Magics):
     # -- the line commands ---------------------------------------------------------------------
 
     def _line(self, line: str) -> Any:
-        try:
-            words = shlex.split(line)
-        except ValueError as exc:
-            raise UsageError(f"Could not parse `%vllm {line}`: {exc}.") from None
+        words = split_words(line)
         if not words:
             return self._status([])
         command = self._commands.get(words[0])
@@ -375,6 +372,14 @@ class VLLMMagics(Magics):
             raise UsageError("Use `%vllm debug on` or `%vllm debug off`.")
         errors.show_tracebacks = words[0] == "on"
         print(f"Full tracebacks {'on' if errors.show_tracebacks else 'off'}.")
+
+
+def split_words(line: str) -> list[str]:
+    """Shell-like words: quotes group words and are removed (``--system "Be terse."``)."""
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"Could not read the options {line!r}: {exc}.") from None
 
 
 def describe(connection: Connection, key_source: str) -> str:

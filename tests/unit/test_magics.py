@@ -1,0 +1,394 @@
+"""%%chat and %vllm in a real IPython shell against the loopback vLLM server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
+from IPython.testing.globalipapp import start_ipython
+
+import vllm_magic
+from vllm_magic import errors
+from vllm_magic.sinks import PlainSink
+from tests.loopback import LoopbackServer, Reply
+
+def ipython_shell() -> InteractiveShell:
+    """The test session's one IPython shell (IPython allows a single global instance)."""
+    return start_ipython() or InteractiveShell.instance()
+
+
+ENV = ("VLLM_BASE_URL", "VLLM_API_KEY", "VLLM_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+
+
+class Shell:
+    """An IPython shell with the extension freshly loaded; ``run`` returns (result, printed text)."""
+
+    def __init__(self, shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+        self.shell = shell
+        self.capsys = capsys
+        vllm_magic.load_ipython_extension(shell)
+        self.magics = shell.magics_manager.registry["VLLMMagics"]
+
+    def run(self, source: str) -> tuple[ExecutionResult, str]:
+        self.capsys.readouterr()
+        result = self.shell.run_cell(source)
+        return result, self.capsys.readouterr().out
+
+    def ok(self, source: str) -> str:
+        result, out = self.run(source)
+        assert result.success, out
+        return out
+
+    def fails(self, source: str, error: type[BaseException]) -> str:
+        result, out = self.run(source)
+        assert isinstance(result.error_in_exec, error), (result.error_in_exec, out)
+        assert "Traceback" not in out, "errors show one paragraph, not a traceback"
+        return out
+
+    @property
+    def turns(self):
+        return self.magics.chats["default"].conversation.turns
+
+
+@pytest.fixture
+def ip(loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Shell]:
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VLLM_BASE_URL", loopback.base_url + "/v1/")
+    shell = ipython_shell()
+    yield Shell(shell, capsys)
+    errors.show_tracebacks = False
+    shell.run_cell("%config VLLMMagics.timeout = 120.0")
+
+
+def chat_bodies(server: LoopbackServer) -> list[dict]:
+    return [r.json for r in server.requests if r.path == "/v1/chat/completions"]
+
+
+# -- the happy path ------------------------------------------------------------------------------
+
+
+def test_load_registers_chat_vllm_and_line_magic(ip: Shell) -> None:
+    magics = ip.shell.magics_manager.magics
+    assert "chat" in magics["cell"] and "vllm" in magics["cell"] and "vllm" in magics["line"]
+
+
+def test_another_chat_magic_is_left_alone(ip: Shell, capsys: pytest.CaptureFixture[str]) -> None:
+    def other_chat(line: str, cell: str) -> str:
+        return "other"
+
+    ip.shell.register_magic_function(other_chat, "cell", "chat")
+    capsys.readouterr()
+    vllm_magic.load_ipython_extension(ip.shell)
+    assert "%%chat belongs to another extension" in capsys.readouterr().out
+    assert ip.shell.magics_manager.magics["cell"]["chat"] is other_chat
+    assert "vllm" in ip.shell.magics_manager.magics["cell"]
+    ip.shell.magics_manager.magics["cell"].pop("chat")
+
+
+def test_chat_streams_and_the_conversation_continues(ip: Shell, loopback: LoopbackServer) -> None:
+    loopback.push(Reply.tokens(["Hello", " there"], finish_reason="stop"))
+    out = ip.ok("%%chat\nHi!")
+    assert out.startswith("Hello there\n\n[tiny-chat")
+    loopback.push(Reply.tokens(["Again"], finish_reason="stop"))
+    ip.ok("%%vllm\nOnce more")
+    second = chat_bodies(loopback)[-1]
+    assert second["messages"] == [
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "Hello there"},
+        {"role": "user", "content": "Once more"},
+    ]
+    assert second["stream"] is True and second["stream_options"] == {"include_usage": True}
+    assert second["model"] == "tiny-chat"
+    assert [t.text for t in ip.turns] == ["Hello there", "Again"]
+
+
+def test_prompts_with_braces_are_sent_as_written(ip: Shell, loopback: LoopbackServer) -> None:
+    prompt = 'Fix this: {"a": {x}} and f"{y!r}" and {{z}} and {'
+    ip.ok(f"%%chat\n{prompt}")
+    assert chat_bodies(loopback)[-1]["messages"][-1]["content"] == prompt
+
+
+def test_interpolate_expands_expressions_from_the_namespace(ip: Shell, loopback: LoopbackServer) -> None:
+    ip.shell.user_ns.update(rows=3, cols=["x", "y"])
+    ip.ok("%%chat --interpolate\n{rows} rows, {cols!r}, {rows * 2:03d}, {{literal}}")
+    assert chat_bodies(loopback)[-1]["messages"][-1]["content"] == "3 rows, ['x', 'y'], 006, {literal}"
+    out = ip.fails("%%chat -i\n{undefined_name}", errors.ConfigError)
+    assert "could not evaluate {undefined_name}" in out and "NameError" in out
+
+
+def test_once_new_named_system_and_out(ip: Shell, loopback: LoopbackServer) -> None:
+    ip.ok("%%chat\nfirst")
+    ip.ok("%%chat --once --out answer\nside question")
+    assert chat_bodies(loopback)[-1]["messages"] == [{"role": "user", "content": "side question"}]
+    assert len(ip.turns) == 1 and ip.shell.user_ns["answer"]
+    ip.ok("%%chat -c other --system 'Be terse.'\nhello other")
+    assert chat_bodies(loopback)[-1]["messages"] == [
+        {"role": "system", "content": "Be terse."}, {"role": "user", "content": "hello other"},
+    ]
+    assert len(ip.turns) == 1
+    ip.ok("%%chat --new\nfresh start")
+    assert chat_bodies(loopback)[-1]["messages"] == [{"role": "user", "content": "fresh start"}]
+
+
+def test_cell_options_and_session_params_reach_the_server(ip: Shell, loopback: LoopbackServer) -> None:
+    out = ip.ok("%vllm params temperature=0.3 top_k=40 min_tokens=2 stop='[\"END\"]'")
+    assert "`min_tokens` is not a parameter vllm_magic checks" in out and "top_k = 40" in out
+    ip.ok("%%chat --max-tokens 5 --temperature 0\nhi")
+    body = chat_bodies(loopback)[-1]
+    assert body["temperature"] == 0.0 and body["max_tokens"] == 5 and body["top_k"] == 40
+    assert body["min_tokens"] == 2 and body["stop"] == ["END"]
+    out = ip.ok("%vllm params --unset top_k --unset min_tokens")
+    assert "top_k" not in out and "temperature = 0.3" in out
+    ip.ok("%%chat\nhi")
+    assert "top_k" not in chat_bodies(loopback)[-1]
+
+
+@pytest.mark.parametrize("line, named", [
+    ("temperature=-1", "temperature"), ("n=2", "n"), ("max_tokens=lots", "max_tokens"), ("top_p=2", "top_p"),
+])
+def test_bad_params_are_refused_locally(ip: Shell, loopback: LoopbackServer, line: str, named: str) -> None:
+    ip.ok("%vllm params temperature=0.5")
+    out = ip.fails(f"%vllm params {line}", errors.ParamError)
+    assert f"`{named}`" in out
+    assert "temperature = 0.5" in ip.ok("%vllm params"), "a refused change keeps the old params"
+    out = ip.fails("%%chat --temperature -2\nhi", errors.ParamError)
+    assert not chat_bodies(loopback), "nothing is sent when a param is bad"
+
+
+def test_usage_matches_the_server(ip: Shell, loopback: LoopbackServer) -> None:
+    ip.ok("%%chat --max-tokens 4\none")
+    ip.ok("%%chat --max-tokens 6\ntwo")
+    usage = ip.shell.run_line_magic("vllm", "usage")
+    assert list(usage.index) == [1, 2, "total"]
+    assert list(usage["completion_tokens"][:2]) == [4, 6]
+    assert usage.loc["total", "completion_tokens"] == 10
+    assert usage.loc[2, "prompt_tokens"] > usage.loc[1, "total_tokens"], "turn 2 carries turn 1"
+    assert usage.loc[1, "finish_reason"] == "length"
+
+
+def test_models_table(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    with LoopbackServer(models=("tiny-chat", "other")) as server:
+        for name in ENV:
+            monkeypatch.delenv(name, raising=False)
+        shell = Shell(ipython_shell(), capsys)
+        out = shell.fails(f"%vllm connect {server.base_url}", errors.ConfigError)
+        assert "serves 2 models: tiny-chat, other" in out and "--model" in out
+        shell.ok(f"%vllm connect {server.base_url}/v1 --model other")
+        table = shell.shell.run_line_magic("vllm", "models")
+        assert list(table["id"]) == ["tiny-chat", "other"]
+        assert list(table.columns) == ["id", "max_model_len", "root", "parent", "owned_by"]
+        assert table.loc[0, "max_model_len"] == 512
+        shell.ok("%%chat\nhi")
+        assert chat_bodies(server)[-1]["model"] == "other"
+
+
+def test_history_undo_retry_reset_system(ip: Shell, loopback: LoopbackServer) -> None:
+    loopback.push(Reply.tokens(["A1"], finish_reason="stop"))
+    ip.ok("%%chat\nQ1")
+    loopback.push(Reply.tokens(["A2"], finish_reason="stop"))
+    ip.ok("%%chat\nQ2")
+    out = ip.ok("%vllm history")
+    assert out.index("Q1") < out.index("A1") < out.index("Q2") < out.index("A2")
+    loopback.push(Reply.tokens(["A2 again"], finish_reason="stop"))
+    ip.ok("%vllm retry")
+    assert [t.text for t in ip.turns] == ["A1", "A2 again"]
+    assert chat_bodies(loopback)[-1]["messages"][-1] == {"role": "user", "content": "Q2"}
+    assert len(chat_bodies(loopback)[-1]["messages"]) == 3
+    assert "Dropped the last turn" in ip.ok("%vllm undo")
+    assert [t.text for t in ip.turns] == ["A1"]
+    assert "System prompt: 'You are terse.'" in ip.ok('%vllm system "You are terse."')
+    ip.ok("%vllm reset")
+    assert ip.turns == []
+    ip.ok("%%chat\nQ3")
+    assert chat_bodies(loopback)[-1]["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert "Nothing to undo" not in ip.ok("%vllm undo")
+    assert "Nothing to undo" in ip.ok("%vllm undo")
+
+
+def test_failed_retry_keeps_the_old_turn(ip: Shell, loopback: LoopbackServer) -> None:
+    loopback.push(Reply.tokens(["kept"], finish_reason="stop"))
+    ip.ok("%%chat\nQ")
+    loopback.push(Reply.status(500, {"error": {"message": "boom", "type": "InternalServerError", "code": 500}}))
+    ip.fails("%vllm retry", errors.ServerError)
+    assert [t.text for t in ip.turns] == ["kept"]
+
+
+def test_save_and_load_never_store_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    key = "sk-secret-1234567890"
+    with LoopbackServer(api_key=key) as server:
+        for name in ENV:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("VLLM_API_KEY", key)
+        shell = Shell(ipython_shell(), capsys)
+        outputs = [shell.ok(f"%vllm connect {server.base_url}"), shell.ok("%%chat\nhello"),
+                   shell.ok(f"%vllm save {tmp_path / 'c.json'}"), shell.ok("%vllm status"),
+                   repr(shell.magics.connection), repr(shell.magics.chats["default"]),
+                   repr(shell.magics.connection.client)]
+        saved = (tmp_path / "c.json").read_text()
+        assert key not in saved and all(key not in o for o in outputs)
+        assert "API key: from VLLM_API_KEY" in outputs[0]
+        shell.ok("%vllm reset")
+        assert "Loaded 1 turns" in shell.ok(f"%vllm load {tmp_path / 'c.json'}")
+        assert json.loads(saved)["turns"][0]["prompt"] == "hello"
+        assert len(shell.magics.chats["default"].conversation) == 1
+
+
+def test_status_hides_url_credentials(ip: Shell, loopback: LoopbackServer) -> None:
+    url = loopback.base_url.replace("http://", "http://alice:pa55word@")
+    out = ip.ok(f"%vllm connect {url}") + ip.ok("%vllm status")
+    assert "pa55word" not in out and "alice" not in out and "***@127.0.0.1" in out
+    assert "health: ok" in out and "vLLM version: 0.32.0" in out and "models: tiny-chat" in out
+
+
+def test_unknown_command_and_bad_options_are_usage_errors(ip: Shell) -> None:
+    from IPython.core.error import UsageError
+
+    for source in ("%vllm frobnicate", "%vllm connect --bogus", "%%chat --bogus\nhi", "%%chat\n   \n"):
+        result, _ = ip.run(source)
+        assert isinstance(result.error_in_exec, UsageError), source
+
+
+# -- failures: each gives one paragraph, the cell fails, history stays consistent ------------------
+
+
+def test_server_unreachable(ip: Shell) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = ip.fails(f"%vllm connect http://127.0.0.1:{port}", errors.ConnectError)
+    assert f"Could not connect to http://127.0.0.1:{port}/v1" in out and "vllm serve" in out
+
+
+def test_dns_failure(ip: Shell) -> None:
+    out = ip.fails("%vllm connect http://no-such-host.invalid:8000", errors.ConnectError)
+    assert "Could not resolve the host name 'no-such-host.invalid'" in out
+
+
+def test_connection_failure_keeps_the_previous_connection(ip: Shell, loopback: LoopbackServer) -> None:
+    ip.ok("%%chat\nfirst")
+    ip.fails("%vllm connect http://no-such-host.invalid:8000", errors.ConnectError)
+    ip.ok("%%chat\nsecond")
+    assert len(ip.turns) == 2
+
+
+def test_wrong_api_key(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    with LoopbackServer(api_key="right-key") as server:
+        for name in ENV:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("MY_KEY", "wrong-key")
+        shell = Shell(ipython_shell(), capsys)
+        out = shell.fails(f"%vllm connect {server.base_url} --api-key-env MY_KEY", errors.AuthError)
+        assert "HTTP 401" in out and "Unauthorized" in out and "wrong-key" not in out
+        out = shell.fails(f"%vllm connect {server.base_url} --api-key-env UNSET_VAR", errors.ConfigError)
+        assert "UNSET_VAR is not set" in out
+
+
+def test_missing_key_is_asked_for_with_getpass(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with LoopbackServer(api_key="typed-key") as server:
+        for name in ENV:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr("getpass.getpass", lambda prompt: "typed-key")
+        shell = Shell(ipython_shell(), capsys)
+        out = shell.ok(f"%vllm connect {server.base_url}")
+        assert "API key: none" not in out or "typed-key" not in out
+        shell.ok("%%chat\nhi")
+        assert "typed-key" not in out
+
+
+def test_unknown_model_lists_the_valid_ones(ip: Shell) -> None:
+    out = ip.fails("%%chat --model nope\nhi", errors.NotFoundError)
+    assert "The model `nope` does not exist. Valid aliases: tiny-chat." in out and "%vllm models" in out
+    assert ip.turns == []
+
+
+def test_context_too_long_says_how_big_the_conversation_is(ip: Shell, loopback: LoopbackServer) -> None:
+    ip.ok("%%chat\nshort question")
+    out = ip.fails("%%chat\n" + "word " * 3000, errors.ContextLengthError)
+    assert "max_model_len of 512" in out and "The conversation holds" in out
+    assert "maximum context length is 512 tokens" in out, "the server's words are shown verbatim"
+    assert "%vllm reset" in out and "%vllm undo" in out
+    assert len(ip.turns) == 1
+
+
+def test_rate_limit_is_retried_before_any_token(ip: Shell, loopback: LoopbackServer) -> None:
+    loopback.push(Reply.status(429, headers={"retry-after": "0"}))
+    loopback.push(Reply.status(503, headers={"retry-after": "0"}))
+    loopback.push(Reply.tokens(["finally"], finish_reason="stop"))
+    assert ip.ok("%%chat\nhi").startswith("finally")
+    assert len(chat_bodies(loopback)) == 3 and len(ip.turns) == 1
+
+
+def test_rate_limit_retries_are_bounded(ip: Shell, loopback: LoopbackServer) -> None:
+    for _ in range(4):
+        loopback.push(Reply.status(429, {"error": {"message": "slow down", "type": "RateLimitError", "code": 429}},
+                                   headers={"retry-after": "0"}))
+    out = ip.fails("%%chat\nhi", errors.RateLimitError)
+    assert "slow down" in out and len(chat_bodies(loopback)) == 4 and ip.turns == []
+
+
+@pytest.mark.parametrize("reply, shown", [
+    (Reply.status(500, {"error": {"message": "engine dead", "type": "InternalServerError", "code": 500}}), "engine dead"),
+    (Reply.status(502, body="<html><body><h1>502 Bad Gateway</h1></body></html>"), "502 Bad Gateway"),
+])
+def test_server_errors_show_the_servers_words(ip: Shell, loopback: LoopbackServer, reply, shown: str) -> None:
+    loopback.push(reply)
+    out = ip.fails("%%chat\nhi", errors.ServerError)
+    assert shown in out and "<html>" not in out and ip.turns == []
+
+
+@pytest.mark.parametrize("reply, error, words", [
+    (Reply.cut_after(3, pieces=["a", "b", "c", "d"]), errors.StreamError, "was cut"),
+    (Reply.malformed_line(after=3, pieces=["a", "b", "c", "d"]), errors.StreamError, "malformed"),
+    (Reply.error_event(after=3, message="KV cache exhausted", pieces=["a", "b", "c", "d"]), errors.StreamError,
+     "KV cache exhausted"),
+])
+def test_broken_streams_keep_the_partial_answer(ip: Shell, loopback: LoopbackServer, reply, error, words) -> None:
+    loopback.push(reply)
+    out = ip.fails("%%chat\nhi", error)
+    assert words in out and "partial answer is kept" in out
+    assert out.startswith("abc"), "what arrived stays on screen"
+    assert [(t.text, t.status) for t in ip.turns] == [("abc", "cut")]
+    loopback.push(Reply.tokens(["next"], finish_reason="stop"))
+    ip.ok("%%chat\ncontinue")
+    assert chat_bodies(loopback)[-1]["messages"][1] == {"role": "assistant", "content": "abc"}
+
+
+def test_read_timeout(ip: Shell, loopback: LoopbackServer) -> None:
+    ip.ok("%config VLLMMagics.timeout = 0.3")
+    ip.ok("%vllm connect")
+    loopback.push(Reply.hang(5, send_headers=True))
+    out = ip.fails("%%chat\nhi", errors.TimeoutError)
+    assert "Timed out after 0.3 s" in out and "VLLMMagics.timeout" in out and ip.turns == []
+
+
+def test_interrupt_closes_the_connection_and_keeps_the_partial_answer(
+    ip: Shell, loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pieces_seen = []
+
+    def feed_then_interrupt(self: PlainSink, piece: str) -> None:
+        pieces_seen.append(piece)
+        if len(pieces_seen) == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(PlainSink, "feed", feed_then_interrupt)
+    loopback.push(Reply.until_disconnect("tok ", delay=0.001))
+    out = ip.fails("%%chat\nhi", errors.Interrupted)
+    assert loopback.client_disconnected.wait(5), "the HTTP connection is closed at once"
+    assert "partial answer is kept" in out and "%vllm retry" in out
+    assert [(t.text, t.status) for t in ip.turns] == [("tok " * 5, "interrupted")]
+
+
+def test_debug_on_shows_tracebacks(ip: Shell) -> None:
+    ip.ok("%vllm debug on")
+    result, out = ip.run("%vllm connect http://no-such-host.invalid:8000")
+    assert isinstance(result.error_in_exec, errors.ConnectError) and "Traceback" in out
+    ip.ok("%vllm debug off")

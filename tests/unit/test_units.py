@@ -1,0 +1,147 @@
+"""Pure pieces: URL handling, parameter validation, the SSE decoder, conversations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vllm_magic import errors
+from vllm_magic.client import normalize_base_url, redact_url
+from vllm_magic.conversation import Conversation, Turn
+from vllm_magic.params import parse_assignments, validate
+from vllm_magic.stream import DONE, Finish, SSEDecoder, TextDelta, Usage, chunk_events, parse_payload
+
+SAMPLES = Path(__file__).parents[1] / "fixtures" / "vllm-samples"
+
+
+@pytest.mark.parametrize("given", [
+    "http://h:8000", "http://h:8000/", "http://h:8000/v1", "http://h:8000/v1/", "h:8000", " http://h:8000//v1// ",
+])
+def test_base_url_with_or_without_v1(given: str) -> None:
+    assert normalize_base_url(given) == "http://h:8000"
+
+
+def test_base_url_keeps_a_path_prefix() -> None:
+    assert normalize_base_url("https://proxy/vllm/v1") == "https://proxy/vllm"
+
+
+@pytest.mark.parametrize("bad", ["", "ftp://h", "http://"])
+def test_bad_base_url_is_a_config_error(bad: str) -> None:
+    with pytest.raises(errors.ConfigError):
+        normalize_base_url(bad)
+
+
+def test_credentials_in_urls_are_hidden() -> None:
+    assert redact_url("http://user:s3cret@h:8000/v1") == "http://***@h:8000/v1"
+    assert "s3cret" not in redact_url("https://:s3cret@h/v1")
+
+
+def test_assignments_are_typed() -> None:
+    assert parse_assignments(["temperature=0.2", "max_tokens=64", 'stop=["a","b"]', "ignore_eos=true",
+                              "stop_name=plain text", "top-k=40"]) == {
+        "temperature": 0.2, "max_tokens": 64, "stop": ["a", "b"], "ignore_eos": True,
+        "stop_name": "plain text", "top_k": 40,
+    }
+
+
+def test_known_params_are_validated_and_extras_pass_through() -> None:
+    clean, extras = validate({"temperature": 1, "stop": "END", "max_tokens": 8.0, "min_tokens": 3})
+    assert clean == {"temperature": 1.0, "stop": ["END"], "max_tokens": 8, "min_tokens": 3}
+    assert extras == ["min_tokens"]
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_p": 1.5}, "top_p"),
+    ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": 1.5}, "max_tokens"), ({"temperature": "hot"}, "temperature"),
+    ({"stop": [1]}, "stop"), ({"presence_penalty": 3}, "presence_penalty"), ({"seed": True}, "seed"),
+    ({"n": 2}, "n"), ({"stream": False}, "stream"), ({"temperature": float("nan")}, "temperature"),
+])
+def test_bad_params_are_refused_before_sending(params: dict, named: str) -> None:
+    with pytest.raises(errors.ParamError) as info:
+        validate(params)
+    assert f"`{named}`" in str(info.value)
+
+
+def test_sse_decoder_handles_any_chunking() -> None:
+    body = (SAMPLES / "chat" / "chat_stream_usage.sse.http").read_bytes().split(b"\r\n\r\n", 1)[1]
+    expected = [line[6:] for line in body.split(b"\n") if line.startswith(b"data: ")]
+    for size in (1, 2, 3, 7, 64, len(body)):
+        decoder = SSEDecoder()
+        got = []
+        for i in range(0, len(body), size):
+            got += decoder.feed(body[i:i + size])
+        assert got == expected
+        assert not decoder.has_partial_event
+
+
+def test_sse_decoder_crlf_multiline_and_comments() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b": keep-alive\r\n\r\ndata: a\r\ndata: b\r\n\r\nevent: x\ndata:c\n\n") == [b"a\nb", b"c"]
+
+
+def test_sample_stream_gives_text_finish_and_usage() -> None:
+    body = (SAMPLES / "chat" / "chat_stream_usage.sse.http").read_bytes().split(b"\r\n\r\n", 1)[1]
+    events = []
+    for payload in SSEDecoder().feed(body):
+        if payload != DONE:
+            events += chunk_events(parse_payload(payload))
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text == "The notebooks nponsQXNdef"
+    assert Finish("length", None) in events
+    assert Usage(40, 8, 48) in events
+
+
+def test_n2_stream_keeps_choice_zero_only() -> None:
+    body = (SAMPLES / "chat" / "chat_stream_n2.sse.http").read_bytes().split(b"\r\n\r\n", 1)[1]
+    text = "".join(e.text for p in SSEDecoder().feed(body) if p != DONE
+                   for e in chunk_events(parse_payload(p)) if isinstance(e, TextDelta))
+    assert text == " the brownenAI"
+
+
+def test_error_event_and_garbage_are_stream_errors() -> None:
+    with pytest.raises(errors.StreamError, match="out of memory"):
+        parse_payload(json.dumps({"error": {"message": "out of memory", "code": 500}}).encode())
+    with pytest.raises(errors.StreamError, match="malformed"):
+        parse_payload(b"{not json")
+
+
+def test_conversation_messages_and_save_load(tmp_path: Path) -> None:
+    conversation = Conversation(system="Be terse.")
+    conversation.add(Turn(prompt="a {x}", text="b", model="m", prompt_tokens=3, completion_tokens=1))
+    assert conversation.messages("c") == [
+        {"role": "system", "content": "Be terse."}, {"role": "user", "content": "a {x}"},
+        {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"},
+    ]
+    path = conversation.save(tmp_path / "c.json")
+    loaded = Conversation.load(path)
+    assert loaded.messages() == conversation.messages() and loaded.turns == conversation.turns
+
+
+def test_loading_a_wrong_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text("[1, 2]")
+    with pytest.raises(errors.ConfigError, match="not a saved vllm_magic conversation"):
+        Conversation.load(tmp_path / "x.json")
+    with pytest.raises(errors.ConfigError, match="no file"):
+        Conversation.load(tmp_path / "missing.json")
+
+
+def test_listeners_hear_changes() -> None:
+    conversation, seen = Conversation(), []
+    stop = conversation.on_change(lambda c: seen.append(len(c)))
+    conversation.add(Turn(prompt="a", text="b", model="m"))
+    conversation.undo()
+    stop()
+    conversation.add(Turn(prompt="a", text="b", model="m"))
+    assert seen == [1, 0]
+
+
+def test_errors_render_as_one_paragraph_unless_debugging() -> None:
+    error = errors.ConnectError("Could not connect.", "Start the server.")
+    assert error._render_traceback_() == ["\x1b[1;31mConnectError\x1b[0m: Could not connect. Start the server."]
+    errors.show_tracebacks = True
+    try:
+        assert not hasattr(error, "_render_traceback_")
+    finally:
+        errors.show_tracebacks = False
