@@ -24,7 +24,6 @@ from .conversation import Conversation, Turn
 CSS = """<style>
 .vllm-magic{line-height:1.5}
 .vllm-magic .vm-cursor{opacity:.6}
-.vllm-magic .vm-pending{white-space:pre-wrap;font-family:inherit}
 .vllm-magic-footer{color:var(--jp-ui-font-color2,#777);font-size:.85em;margin-top:.3em}
 .vllm-magic-footer .vm-warn{color:var(--jp-warn-color0,#b58900)}
 .vllm-magic .highlight .k,.vllm-magic .highlight .kn,.vllm-magic .highlight .kd,.vllm-magic .highlight .kc,
@@ -82,9 +81,19 @@ def markdown_to_html(text: str) -> str:
     return _markdown().render(text)
 
 
-def escaped_block(text: str) -> str:
-    """Text shown as is (no Markdown), for the unfinished tail when rendering it costs too much."""
-    return f'<div class="vm-pending">{html.escape(text)}</div>'
+_CLOSING_TAGS = re.compile(r"(?:</[a-z0-9]+>\s*)+$")
+
+
+def append_inside(rendered: str, fragment: str) -> str:
+    """Put ``fragment`` inside the last element of ``rendered`` (before its closing tags).
+
+    Used while streaming: text that arrived after the tail was last rendered, and the cursor, then
+    continue the last paragraph, list item or code block instead of starting a new line.
+    """
+    match = _CLOSING_TAGS.search(rendered)
+    if not match:
+        return rendered + fragment
+    return rendered[: match.start()] + fragment + rendered[match.start():]
 
 
 class IncrementalMarkdown:

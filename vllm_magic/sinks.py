@@ -7,6 +7,7 @@ updates: at most ``rate`` a second whatever the token rate, and the final render
 
 from __future__ import annotations
 
+import html
 import sys
 import time
 import uuid
@@ -14,7 +15,15 @@ from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 from .conversation import Turn
-from .render import CSS, CURSOR, IncrementalMarkdown, escaped_block, footer_html, footer_text, markdown_to_html
+from .render import (
+    CSS,
+    CURSOR,
+    IncrementalMarkdown,
+    append_inside,
+    footer_html,
+    footer_text,
+    markdown_to_html,
+)
 
 Bundle = dict[str, Any]
 Publish = Callable[[str, Bundle, bool], None]  # (display_id, mime bundle, is_update)
@@ -40,13 +49,14 @@ class CellSink:
 
     Finished blocks are rendered and sent once, each group into its own output; only the last
     output (the block being written) is updated. So the bytes sent grow with the answer, not with
-    the answer times the number of updates. The tail is re-rendered within a budget of
-    ``TAIL_BUDGET`` times the text so far; past it the tail shows as plain text until more blocks
-    finish.
+    the answer times the number of updates. Re-rendering the tail may take at most ``TAIL_BUDGET``
+    of the time spent rendering finished blocks (plus a small allowance, so short answers always
+    render); past it the tail shows as plain text until more blocks finish. Rendering a whole
+    answer thus costs at most about 1.5 renders of the final text, however long it is.
     """
 
-    TAIL_BUDGET = 0.6
-    TAIL_ALLOWANCE = 2000  # characters: short answers always render fully while streaming
+    TAIL_BUDGET = 0.5
+    TAIL_ALLOWANCE = 0.02  # seconds
 
     def __init__(self, rate: float = 15.0, publish: Publish | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -57,7 +67,9 @@ class CellSink:
         self._next_update = 0.0
         self._slots: list[str] = []  # display ids, one per output; only the last one changes
         self._shown = False  # whether the last slot was displayed yet
-        self._tail_spent = 0
+        self._finished_seconds = 0.0  # time spent rendering finished blocks
+        self._tail_seconds = 0.0  # time spent re-rendering the unfinished tail
+        self._tail_html = ("", "")  # the tail as last rendered, and its HTML
 
     def start(self) -> None:
         self._new_slot()
@@ -85,21 +97,38 @@ class CellSink:
     def _render(self, final: bool, footer: Turn | None = None) -> None:
         finished = self._markdown.take_finished()
         if finished:
-            self._update(self._bundle(markdown_to_html(finished), finished))
+            started = time.perf_counter()
+            body = markdown_to_html(finished)
+            self._finished_seconds += time.perf_counter() - started
+            self._update(self._bundle(body, finished))
             self._new_slot()
         tail = self._markdown.tail()
         if final:
             body = markdown_to_html(tail)
-        elif self._tail_spent + len(tail) <= self.TAIL_BUDGET * len(self._markdown.text) + self.TAIL_ALLOWANCE:
-            self._tail_spent += len(tail)
-            body = self._markdown.tail_html() + CURSOR
         else:
-            body = escaped_block(tail) + CURSOR
+            body = append_inside(*self._render_tail(tail))
         plain = tail
         if footer is not None:
             body += footer_html(footer)
             plain = f"{tail}\n\n{footer_text(footer)}" if tail else footer_text(footer)
         self._update(self._bundle(body, plain))
+
+    def _render_tail(self, tail: str) -> tuple[str, str]:
+        """The tail's HTML and what to append inside it (newer text, escaped, and the cursor).
+
+        Within the budget the whole tail is rendered. Past it, the last render of this same tail
+        is reused and only the text that arrived since is shown as is, until the budget allows a
+        new render.
+        """
+        rendered_text, rendered_html = self._tail_html
+        if self._tail_seconds <= self.TAIL_BUDGET * self._finished_seconds + self.TAIL_ALLOWANCE:
+            started = time.perf_counter()
+            self._tail_html = tail, self._markdown.tail_html()
+            self._tail_seconds += time.perf_counter() - started
+            return self._tail_html[1], CURSOR
+        if rendered_text and tail.startswith(rendered_text):
+            return rendered_html, html.escape(tail[len(rendered_text):]) + CURSOR
+        return f"<p>{html.escape(tail)}</p>", CURSOR
 
     def _bundle(self, body: str, plain: str) -> Bundle:
         css = CSS if len(self._slots) <= 1 else ""
