@@ -220,8 +220,10 @@ class Chat:
         conversation: Conversation | None = None,
         **params: Any,
     ) -> None:
-        self.connection = connection or Connection(base_url, model, api_key=api_key, timeout=timeout)
-        self.conversation = conversation or Conversation(system=system)
+        if connection is None:
+            connection = Connection(base_url, model, api_key=api_key, timeout=timeout)
+        self.connection = connection
+        self.conversation = conversation if conversation is not None else Conversation(system=system)
         self.params, _ = validate(params)
 
     def __repr__(self) -> str:

@@ -6,7 +6,7 @@ and :class:`~vllm_magic.errors.VLLMError` subclasses with a human message.
 
 from __future__ import annotations
 
-import random
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -194,7 +194,8 @@ class Client:
         retry_after = response.headers.get("retry-after", "")
         if retry_after.replace(".", "", 1).isdigit():
             return min(float(retry_after), 30.0)
-        return self.retry_backoff * (2**attempt) * (1 + random.random() / 4)
+        jitter = 1 + os.urandom(1)[0] / 1024  # up to +25%, so clients retrying together spread out
+        return self.retry_backoff * (2**attempt) * jitter
 
     def _connect_error(self, exc: httpx.TransportError) -> errors.VLLMError:
         reason = str(exc) or type(exc).__name__

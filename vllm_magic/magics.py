@@ -16,7 +16,7 @@ from typing import Any
 from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Dict, Float, Unicode
+from traitlets import Dict, Float, Unicode, observe
 
 from . import errors
 from .chat import Chat, Connection, Response, env_api_key, env_base_url
@@ -78,13 +78,20 @@ class VLLMMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         self.connection: Connection | None = None
         self.chats: dict[str, Chat] = {}
-        self.session_params: dict[str, Any] = validate(dict(self.params))[0]
+        # Checked when used (each cell validates), so a bad %config value fails a cell visibly
+        # instead of vanishing into %config's log.
+        self.session_params: dict[str, Any] = dict(self.params)
         self._commands: dict[str, Callable[[list[str]], Any]] = {
             "connect": self._connect, "models": self._models, "params": self._params,
             "usage": self._usage, "history": self._history, "reset": self._reset,
             "undo": self._undo, "retry": self._retry, "system": self._system,
             "save": self._save, "load": self._load, "status": self._status, "debug": self._debug,
         }
+
+    @observe("params")
+    def _params_configured(self, change: dict[str, Any]) -> None:
+        """``%config VLLMMagics.params = {...}`` replaces the session's params."""
+        self.session_params = dict(change["new"])
 
     # -- the cell magic ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import sys
 import time
-import uuid
+import os
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 
@@ -135,7 +135,7 @@ class CellSink:
         return {"text/html": f'{css}<div class="vllm-magic">{body}</div>', "text/plain": plain}
 
     def _new_slot(self) -> None:
-        self._slots.append(uuid.uuid4().hex)
+        self._slots.append(os.urandom(16).hex())
         self._shown = False
 
     def _update(self, bundle: Bundle) -> None:

@@ -11,38 +11,18 @@ Both are on the hot path of every streamed token, so they avoid per-byte work an
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from .errors import StreamError, message_from_body
 
 DONE = b"[DONE]"
 
 
-@dataclass(slots=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(slots=True)
-class ReasoningDelta:
-    """Text from a reasoning parser (``delta.reasoning`` / ``delta.reasoning_content``)."""
-
-    text: str
-
-
-@dataclass(slots=True)
-class Finish:
-    reason: str | None
-    stop_reason: str | int | None = None
-
-
-@dataclass(slots=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
+# Events are named tuples: cheap to create per token and to define at import time.
+TextDelta = NamedTuple("TextDelta", [("text", str)])
+ReasoningDelta = NamedTuple("ReasoningDelta", [("text", str)])  # delta.reasoning(_content)
+Finish = NamedTuple("Finish", [("reason", "str | None"), ("stop_reason", "str | int | None")])
+Usage = NamedTuple("Usage", [("prompt_tokens", int), ("completion_tokens", int), ("total_tokens", int)])
 
 Event = Union[TextDelta, ReasoningDelta, Finish, Usage]
 

@@ -61,7 +61,7 @@ def ip(loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest
     shell = ipython_shell()
     yield Shell(shell, capsys)
     errors.show_tracebacks = False
-    shell.run_cell("%config VLLMMagics.timeout = 120.0")
+    shell.config.pop("VLLMMagics", None)  # %config settings of one test must not reach the next
 
 
 def chat_bodies(server: LoopbackServer) -> list[dict]:
@@ -145,6 +145,20 @@ def test_cell_options_and_session_params_reach_the_server(ip: Shell, loopback: L
     assert "top_k" not in out and "temperature = 0.3" in out
     ip.ok("%%chat\nhi")
     assert "top_k" not in chat_bodies(loopback)[-1]
+
+
+def test_config_traits_apply(ip: Shell, loopback: LoopbackServer) -> None:
+    ip.ok("%config VLLMMagics.params = {'temperature': 0.1, 'max_tokens': 3}")
+    ip.ok("%config VLLMMagics.system_prompt = 'Configured system.'")
+    ip.ok("%%chat\nhi")
+    body = chat_bodies(loopback)[-1]
+    assert body["temperature"] == 0.1 and body["max_tokens"] == 3
+    assert body["messages"][0] == {"role": "system", "content": "Configured system."}
+    ip.ok("%config VLLMMagics.params = {'top_p': 7}")
+    out = ip.fails("%%chat\nhi", errors.ParamError)
+    assert "`top_p` must be a number in (0, 1]" in out, "a bad configured value fails the next cell visibly"
+    ip.ok("%config VLLMMagics.params = {}")
+    ip.ok("%config VLLMMagics.system_prompt = None")
 
 
 @pytest.mark.parametrize("line, named", [

@@ -213,3 +213,19 @@ def test_footer_says_what_happened() -> None:
     assert "cut by max_tokens" in footer_text(turn(finish_reason="length"))
     text = footer_text(turn())
     assert "first token 0.10 s" in text and "10.0 tok/s" in text and "finished" in text
+
+
+def test_tail_over_budget_reuses_the_last_render_and_appends_new_text_inside_it() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    sink = CellSink(rate=15, publish=recorder, clock=clock)
+    sink.TAIL_BUDGET = sink.TAIL_ALLOWANCE = 0.0
+    sink.start()
+    sink.feed("Some **bold** <b>")
+    first = recorder.messages[-1][1]["text/html"]
+    assert "<p>Some <strong>bold</strong> &lt;b&gt;<span class=\"vm-cursor\">" in first
+    clock.now = 1.0
+    sink.feed(" and *more*")
+    second = recorder.messages[-1][1]["text/html"]
+    assert "<p>Some <strong>bold</strong> &lt;b&gt; and *more*<span class=\"vm-cursor\">\u258d</span></p>" in second
+    sink.close(turn(text="Some **bold** <b> and *more*"))
+    assert "<em>more</em>" in recorder.messages[-1][1]["text/html"], "the final render is exact"
