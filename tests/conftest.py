@@ -1,0 +1,139 @@
+"""Session fixtures that run real ``vllm serve`` processes (CPU build, tiny local models).
+
+vLLM needs 30-90 s to boot on this 2-core machine, so the servers are launched as soon as
+collection ends, in a background thread, and only those whose fixtures a collected test
+requests; the fast tests run meanwhile and the fixtures merely wait for readiness. A failure to
+build the server environment FAILS the tests that need it (it is never a silent skip).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import secrets
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:  # the same module, as mypy sees it with scripts/ on its path
+    from vllm_env import VLLMServer
+
+ROOT = Path(__file__).resolve().parents[1]
+INTEGRATION = ROOT / "tests" / "integration"
+LOG_DIR = ROOT / "test-artifacts" / "vllm"
+FIXTURE_KINDS = {"vllm_chat": "chat", "vllm_embed": "embed"}
+# The first test that needs a server also pays for a cold environment build and the boot.
+FIRST_USE_TIMEOUT = 900
+
+
+def _load_vllm_env() -> ModuleType:
+    """Import scripts/vllm_env.py by path: scripts/ is not a package and must stay stdlib-only."""
+    spec = importlib.util.spec_from_file_location("vllm_env", ROOT / "scripts" / "vllm_env.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["vllm_env"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+vllm_env = _load_vllm_env()
+
+
+class _Launcher:
+    """Builds the environment and starts servers off the main thread, once per session."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._servers: dict[str, VLLMServer] = {}
+        self._error: BaseException | None = None
+
+    def launch(self, kinds: Iterable[str]) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._start, args=(list(kinds),), name="vllm-launcher", daemon=True
+            )
+            self._thread.start()
+
+    def _start(self, kinds: list[str]) -> None:
+        try:
+            for kind in kinds:  # start() does not block, so the servers boot in parallel
+                self._servers[kind] = vllm_env.start_server(
+                    kind, api_key=secrets.token_hex(16), log_dir=LOG_DIR
+                )
+        except BaseException as exc:  # reported by get(), on the main thread
+            self._error = exc
+
+    def get(self, kind: str) -> VLLMServer:
+        """The ready server of ``kind``; fails the requesting test if it cannot be had."""
+        self.launch([kind])  # a no-op unless collection requested no server up front
+        assert self._thread is not None
+        self._thread.join()
+        if self._error is not None:
+            pytest.fail(
+                f"could not build or start the vLLM server environment: {self._error}",
+                pytrace=False,
+            )
+        if kind not in self._servers:  # requested late, e.g. via request.getfixturevalue
+            self._servers[kind] = vllm_env.start_server(
+                kind, api_key=secrets.token_hex(16), log_dir=LOG_DIR
+            )
+        server = self._servers[kind]
+        try:
+            return server.wait_ready()
+        except (RuntimeError, TimeoutError) as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    def stop_all(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        for server in self._servers.values():
+            server.stop()
+
+
+_launcher = _Launcher()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark everything under tests/integration (before ``-m`` deselects by marker)."""
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Launch the servers the selected tests need, and give the first test per server the
+    time a cold build plus boot can take (the usual per-test timeout is far shorter)."""
+    if session.config.option.collectonly:
+        return
+    first_users: dict[str, pytest.Item] = {}
+    for item in session.items:
+        for fixture, kind in FIXTURE_KINDS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                first_users.setdefault(kind, item)
+    if not first_users:
+        return
+    _launcher.launch(list(first_users))
+    if session.config.pluginmanager.hasplugin("timeout"):
+        for item in first_users.values():
+            item.add_marker(pytest.mark.timeout(FIRST_USE_TIMEOUT), append=False)
+
+
+def pytest_sessionfinish() -> None:
+    _launcher.stop_all()
+
+
+@pytest.fixture(scope="session")
+def vllm_chat() -> VLLMServer:
+    """``tiny-chat`` (random tiny Llama, max_model_len 512) behind a random API key."""
+    return _launcher.get("chat")
+
+
+@pytest.fixture(scope="session")
+def vllm_embed() -> VLLMServer:
+    """``all-MiniLM-L6-v2`` (384-dim, normalised) behind a random API key."""
+    return _launcher.get("embed")
