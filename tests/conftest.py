@@ -99,10 +99,13 @@ _launcher = _Launcher()
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark everything under tests/integration (before ``-m`` deselects by marker)."""
+    """Mark everything under tests/integration (before ``-m`` deselects by marker), and run the
+    fast tier first: it needs no server, so it runs while vLLM boots."""
     for item in items:
         if item.path.is_relative_to(INTEGRATION):
             item.add_marker(pytest.mark.integration)
+    tiers = {"unit": 0, "integration": 1, "e2e": 2}
+    items.sort(key=lambda item: tiers.get(item.path.relative_to(ROOT / "tests").parts[0], 0))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

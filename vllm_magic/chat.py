@@ -156,9 +156,10 @@ class Response:
         except errors.ContextLengthError as exc:
             raise self._explain_context(exc) from None
         finally:
-            events.close()
+            # Record first: a second Ctrl-C landing in close() must not lose the partial answer.
             if status == COMPLETE or pieces or reasoning:
                 self._finish(status, finish, usage, time.perf_counter() - started)
+            events.close()
 
     def _finish(self, status: str, finish: Finish | None, usage: Usage | None, seconds: float) -> None:
         self.turn = Turn(

@@ -202,7 +202,7 @@ def ending(turn: Turn) -> str:
     if turn.status == "cut":
         return "\u26a0 stream cut: partial answer kept"
     if turn.finish_reason == "length":
-        return "\u26a0 cut by max_tokens (raise it with `%vllm params max_tokens=N`)"
+        return "\u26a0 cut by max_tokens (raise it with %vllm params max_tokens=N)"
     if turn.finish_reason == "stop":
         return "finished"
     return f"finished ({turn.finish_reason})" if turn.finish_reason else "finished"

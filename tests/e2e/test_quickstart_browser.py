@@ -34,3 +34,4 @@ def test_quickstart_streams_rendered_markdown(page: Page, lab_server: LabServer,
     expect(footer).to_contain_text("cut by max_tokens")
     assert answer.locator(".vm-cursor").count() == 0, "no streaming cursor left once the answer is done"
     assert vllm_chat.api_key not in page.content()
+    answer.scroll_into_view_if_needed()  # the saved screenshot shows the answer
