@@ -137,7 +137,9 @@ class Client:
         decoder = SSEDecoder()
         finished = False
         try:
-            for raw in response.iter_bytes():
+            # Undecoded reads skip httpx's decoder layer per chunk; only compressed bodies need it.
+            identity = response.headers.get("content-encoding", "identity") == "identity"
+            for raw in response.iter_raw() if identity else response.iter_bytes():
                 for payload in decoder.feed(raw):
                     if payload == DONE:
                         return

@@ -10,12 +10,13 @@ Both are on the hot path of every streamed token, so they avoid per-byte work an
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import Any, NamedTuple, Union
 
 from .errors import StreamError, message_from_body
 
-DONE = b"[DONE]"
+DONE = "[DONE]"
 
 
 # Events are named tuples: cheap to create per token and to define at import time.
@@ -30,47 +31,49 @@ Event = Union[TextDelta, ReasoningDelta, Finish, Usage]
 class SSEDecoder:
     """Incremental SSE decoder: feed byte chunks, get back the complete events' ``data`` fields.
 
-    Handles events split across chunks, ``\\r\\n`` line ends, multi-line data and comments.
-    ``event:``, ``id:`` and ``retry:`` fields carry nothing vLLM uses and are ignored.
+    Handles events and UTF-8 characters split across chunks, ``\\r\\n`` line ends, multi-line
+    data and comments. ``event:``, ``id:`` and ``retry:`` carry nothing vLLM uses and are ignored.
+    The usual event, one ``data:`` line, takes a fast path: this runs once per streamed token.
     """
 
-    __slots__ = ("_pending", "_data")
+    __slots__ = ("_pending", "_utf8")
 
     def __init__(self) -> None:
-        self._pending = b""
-        self._data: list[bytes] = []
+        self._pending = ""
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        if self._pending:
-            chunk = self._pending + chunk
-        lines = chunk.split(b"\n")
-        self._pending = lines.pop()
-        out: list[bytes] = []
-        data = self._data
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
+    def feed(self, chunk: bytes) -> list[str]:
+        text = self._pending + self._utf8.decode(chunk)
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+            if text.endswith("\r"):  # its "\n" may start the next chunk
+                self._pending = text
+                return []
+            text = text.replace("\r", "\n")
+        blocks = text.split("\n\n")
+        self._pending = blocks.pop()
+        out: list[str] = []
+        for block in blocks:
+            if block.startswith("data: ") and "\n" not in block:
+                out.append(block[6:])
+            elif block:
+                data = [line[5:].removeprefix(" ") for line in block.split("\n") if line.startswith("data:")]
                 if data:
-                    out.append(data[0] if len(data) == 1 else b"\n".join(data))
-                    data.clear()
-            elif line.startswith(b"data:"):
-                value = line[5:]
-                data.append(value[1:] if value.startswith(b" ") else value)
+                    out.append("\n".join(data))
         return out
 
     @property
     def has_partial_event(self) -> bool:
         """True when the body ended inside an event (the stream was cut)."""
-        return bool(self._pending.strip() or self._data)
+        return bool(self._pending.strip())
 
 
-def parse_payload(payload: bytes) -> dict[str, Any]:
+def parse_payload(payload: str) -> dict[str, Any]:
     """Decode one ``data`` payload, mapping garbage and in-stream errors to :class:`StreamError`."""
     try:
         chunk = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        shown = payload[:120].decode("utf-8", "replace")
+    except json.JSONDecodeError:
+        shown = payload[:120]
         raise StreamError(
             f"The server sent a malformed event in the middle of the answer: {shown!r}.",
             "The partial answer is kept, marked incomplete. If this repeats, check for a proxy "

@@ -66,7 +66,7 @@ def test_bad_params_are_refused_before_sending(params: dict, named: str) -> None
 
 def test_sse_decoder_handles_any_chunking() -> None:
     body = (SAMPLES / "chat" / "chat_stream_usage.sse.http").read_bytes().split(b"\r\n\r\n", 1)[1]
-    expected = [line[6:] for line in body.split(b"\n") if line.startswith(b"data: ")]
+    expected = [line[6:].decode() for line in body.split(b"\n") if line.startswith(b"data: ")]
     for size in (1, 2, 3, 7, 64, len(body)):
         decoder = SSEDecoder()
         got = []
@@ -78,7 +78,16 @@ def test_sse_decoder_handles_any_chunking() -> None:
 
 def test_sse_decoder_crlf_multiline_and_comments() -> None:
     decoder = SSEDecoder()
-    assert decoder.feed(b": keep-alive\r\n\r\ndata: a\r\ndata: b\r\n\r\nevent: x\ndata:c\n\n") == [b"a\nb", b"c"]
+    assert decoder.feed(b": keep-alive\r\n\r\ndata: a\r\ndata: b\r") == []
+    assert decoder.feed(b"\n\r\nevent: x\ndata:c\n\n") == ["a\nb", "c"]
+
+
+def test_sse_decoder_joins_utf8_split_across_chunks() -> None:
+    payload = 'data: {"t": "caf\u00e9 \u2603"}\n\n'.encode()
+    decoder = SSEDecoder()
+    cut = payload.index(b"\xe2") + 1  # inside the snowman's three bytes
+    assert decoder.feed(payload[:cut]) == []
+    assert decoder.feed(payload[cut:]) == ['{"t": "caf\u00e9 \u2603"}']
 
 
 def test_sample_stream_gives_text_finish_and_usage() -> None:
@@ -102,9 +111,9 @@ def test_n2_stream_keeps_choice_zero_only() -> None:
 
 def test_error_event_and_garbage_are_stream_errors() -> None:
     with pytest.raises(errors.StreamError, match="out of memory"):
-        parse_payload(json.dumps({"error": {"message": "out of memory", "code": 500}}).encode())
+        parse_payload(json.dumps({"error": {"message": "out of memory", "code": 500}}))
     with pytest.raises(errors.StreamError, match="malformed"):
-        parse_payload(b"{not json")
+        parse_payload("{not json")
 
 
 def test_conversation_messages_and_save_load(tmp_path: Path) -> None:
