@@ -765,17 +765,24 @@ def _chat_completion(request_id: str, created: int, model: str, choices: Sequenc
     })
 
 
-def _bad_encoding_format(body: Mapping[str, Any]) -> _Fixed:
+def _bad_encoding_format(body: Mapping[str, Any], accepted: Sequence[str] = _ENCODING_FORMATS) -> _Fixed:
     """The union-of-request-types validation error vLLM answers for an unknown ``encoding_format``
-    (recorded with a string input; eleven errors, ten shown)."""
+    (recorded with a string input; eleven errors, ten shown).  ``accepted`` narrows the formats,
+    to play a server that does not know base64."""
     value = body.get("encoding_format")
+    quoted = [f"'{name}'" for name in accepted]
+    expected = " or ".join([", ".join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)
     literal = {"type": "literal_error", "loc": "body.encoding_format",
-               "msg": "Input should be 'float', 'base64', 'bytes' or 'bytes_only'", "input": value,
-               "ctx": {"expected": "'float', 'base64', 'bytes' or 'bytes_only'"}}
+               "msg": f"Input should be {expected}", "input": value, "ctx": {"expected": expected}}
     missing = _missing(body, "messages")
     not_list = {"type": "list_type", "loc": "body.input", "msg": "Input should be a valid list", "input": body.get("input")}
     entries = [literal, literal, missing, literal, missing, literal, missing, not_list, literal, missing]
     return _validation_error(entries, "body.encoding_format", total=11)
+
+
+def _base64_vector(vector: Sequence[float]) -> str:
+    """vLLM's ``encoding_format: base64``: the little-endian float32 bytes, base64-encoded."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def _next_script(script: deque[ScriptedReply]) -> ScriptedReply | None:
@@ -799,6 +806,10 @@ class LoopbackServer:
     (vLLM leaves ``/health``, ``/version`` and ``/tokenize`` open).  ``default_max_tokens`` is what a
     chat request without ``max_tokens`` generates; None means vLLM's own default, the rest of the
     context window.
+
+    For embeddings, ``embedding_encodings`` are the ``encoding_format`` values accepted (narrow it to
+    ``("float",)`` to play a server without base64), and ``canned_embeddings`` answers every input
+    with one precomputed vector, so a benchmark measures the client rather than this server.
     """
 
     def __init__(
@@ -810,6 +821,8 @@ class LoopbackServer:
         embedding_models: Sequence[str] = (),
         embedding_max_model_len: int = 256,
         embedding_dims: int = 384,
+        embedding_encodings: Sequence[str] = _ENCODING_FORMATS,
+        canned_embeddings: bool = False,
         default_max_tokens: int | None = 16,
     ) -> None:
         self.models = tuple(models)
@@ -818,9 +831,14 @@ class LoopbackServer:
         self.max_model_len = max_model_len
         self.embedding_max_model_len = embedding_max_model_len
         self.embedding_dims = embedding_dims
+        self.embedding_encodings = tuple(embedding_encodings)
+        self.canned_embeddings = canned_embeddings
+        self._canned_vector = embedding_vector([CLS_ID, SEP_ID], embedding_dims)
+        self._canned_base64 = _base64_vector(self._canned_vector)
         self.default_max_tokens = default_max_tokens
         self.requests: list[RecordedRequest] = []
         """Every request received, in arrival order (recorded before it is answered)."""
+        self._arrival = threading.Condition()
         self.client_disconnected = threading.Event()
         """Set when a client hung up while a reply was still being written or awaited."""
         self._chat_script: deque[ScriptedReply] = deque()
@@ -886,6 +904,14 @@ class LoopbackServer:
             raise ValueError("an endless stream needs a delay between chunks")
         self._chat_script.append(reply)
 
+    def wait_for_requests(self, count: int, path: str | None = None, timeout: float = 10.0) -> bool:
+        """Block until ``count`` requests (to ``path``, when given) have arrived; False on timeout."""
+        def arrived() -> bool:
+            return sum(path is None or r.path == path for r in self.requests) >= count
+
+        with self._arrival:
+            return self._arrival.wait_for(arrived, timeout)
+
     def push_embedding(self, reply: ScriptedReply) -> None:
         """Script the next ``/v1/embeddings`` answer: a status, a hang, or a cut (half the body)."""
         if isinstance(reply, StreamReply) and (
@@ -918,7 +944,9 @@ class LoopbackServer:
         try:
             while (received := reader.next()) is not None:
                 request, keep_alive = received
-                self.requests.append(request)
+                with self._arrival:
+                    self.requests.append(request)
+                    self._arrival.notify_all()
                 if not (self._route(request).perform(wire) and keep_alive):
                     break
         except (OSError, ValueError):
@@ -1115,6 +1143,8 @@ class LoopbackServer:
     def _embedding_inputs(self, raw: Any) -> list[list[int]]:
         """Token ids of each input: a text, a list of texts, token ids, or lists of token ids."""
         def text_ids(text: str) -> list[int]:
+            if self.canned_embeddings:  # the canned vector ignores the ids: only their number counts
+                return [CLS_ID, *itertools.repeat(1000, count_text_tokens(text)), SEP_ID]
             return [CLS_ID, *(_token_id(piece, 1000) for piece in _text_pieces(text)), SEP_ID]
 
         if isinstance(raw, str):
@@ -1122,6 +1152,12 @@ class LoopbackServer:
         if raw and all(isinstance(item, int) for item in raw):
             return [list(raw)]
         return [text_ids(item) if isinstance(item, str) else list(item) for item in raw]
+
+    def _encoded_vector(self, token_ids: Sequence[int], encoding: str) -> list[float] | str:
+        if self.canned_embeddings:
+            return self._canned_base64 if encoding == "base64" else self._canned_vector
+        vector = embedding_vector(token_ids, self.embedding_dims)
+        return _base64_vector(vector) if encoding == "base64" else vector
 
     def _default_embeddings(self, request: RecordedRequest) -> _Fixed:
         body = _parse_json_body(request)
@@ -1133,8 +1169,8 @@ class LoopbackServer:
         if model not in self.embedding_models:
             return _error(404, f"The model `{model}` does not exist.", error_type="NotFoundError")
         encoding = body.get("encoding_format", "float")
-        if encoding not in _ENCODING_FORMATS:
-            return _bad_encoding_format(body)
+        if encoding not in self.embedding_encodings:
+            return _bad_encoding_format(body, self.embedding_encodings)
         if body.get("dimensions") is not None:
             return _error(400, f"Model '{model}' does not support Matryoshka embeddings; dimensions must be unset "
                                f"(received dimensions={body['dimensions']}).")
@@ -1150,14 +1186,8 @@ class LoopbackServer:
             return _prompt_too_long(limit, longest)
         if encoding not in ("float", "base64"):
             return _error(500, f"encoding_format={encoding!r} is not simulated by the loopback server")
-        data = []
-        for index, ids in enumerate(inputs):
-            vector = embedding_vector(ids, self.embedding_dims)
-            if encoding == "base64":
-                packed = struct.pack(f"<{len(vector)}f", *vector)
-                data.append({"index": index, "object": "embedding", "embedding": base64.b64encode(packed).decode()})
-            else:
-                data.append({"index": index, "object": "embedding", "embedding": vector})
+        data = [{"index": index, "object": "embedding", "embedding": self._encoded_vector(ids, encoding)}
+                for index, ids in enumerate(inputs)]
         tokens = sum(map(len, inputs))
         return _Fixed(200, _json({
             "id": f"embd-{secrets.token_hex(8)}", "object": "list", "created": int(time.time()), "model": model,

@@ -1,7 +1,7 @@
 """vllm_magic: talk to a vLLM (or any OpenAI-compatible) server from Jupyter.
 
 In a notebook: ``%load_ext vllm_magic``, then ``%%chat`` cells and ``%vllm`` commands.
-In Python: ``Chat(base_url).ask("hi")``, ``models(base_url)``.
+In Python: ``Chat(base_url).ask("hi")``, ``models(base_url)``, ``embed(texts)``.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from typing import Any
 from .chat import Chat, Connection, Response
 from .client import Client
 from .conversation import Conversation, Turn
+from .embeddings import embed
 from .errors import VLLMError
 
 __all__ = [
     "Chat", "Client", "Connection", "Conversation", "Response", "Turn", "VLLMError",
-    "models", "load_ipython_extension",
+    "embed", "models", "load_ipython_extension",
 ]
 __version__ = "0.1.0"
 
@@ -35,3 +36,8 @@ def load_ipython_extension(ipython: Any) -> None:
         del magics.magics["cell"]["chat"]
         print("vllm_magic: %%chat belongs to another extension here, so use %%vllm (same options).")
     ipython.register_magics(magics)
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt "vLLM chat" sidebar, for JupyterLab's tools (wheels install it as shared-data)."""
+    return [{"src": "labextension", "dest": "vllm-magic-sidebar"}]

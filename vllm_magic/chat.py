@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from . import errors
 from .client import Client, redact_url
 from .conversation import COMPLETE, CUT, INTERRUPTED, Conversation, Turn
 from .params import validate
-from .stream import Finish, ReasoningDelta, TextDelta, Usage
+from .stream import Event, Finish, ReasoningDelta, TextDelta, Usage
 
 
 def env_base_url() -> str | None:
@@ -36,8 +36,17 @@ def env_api_key(name: str | None = None) -> str | None:
     return None
 
 
+CHOOSE_CHAT_MODEL = (
+    "Choose one with `%vllm connect URL --model NAME`, `%%chat --model NAME`, or `Chat(url, model=NAME)`."
+)
+
+
 class Connection:
-    """A client plus the model to use, resolved lazily from ``/v1/models`` when not given."""
+    """A client plus the model to use, resolved lazily from ``/v1/models`` when not given.
+
+    ``model_env`` names the environment variable with the default model and ``choose_hint`` says
+    how to pick one when the server serves several: embeddings use their own (see embeddings.py).
+    """
 
     def __init__(
         self,
@@ -47,6 +56,8 @@ class Connection:
         api_key: str | None = None,
         timeout: float = 120.0,
         client: Client | None = None,
+        model_env: str = "VLLM_MODEL",
+        choose_hint: str = CHOOSE_CHAT_MODEL,
     ) -> None:
         if client is None:
             url = base_url or env_base_url()
@@ -58,7 +69,8 @@ class Connection:
                 )
             client = Client(url, api_key if api_key is not None else env_api_key(), timeout=timeout)
         self.client = client
-        self.model = model or os.environ.get("VLLM_MODEL") or None
+        self.model = model or os.environ.get(model_env) or None
+        self.choose_hint = choose_hint
         self._models: list[dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
@@ -83,14 +95,41 @@ class Connection:
             )
         raise errors.ConfigError(
             f"The server at {self.client.display_url} serves {len(ids)} models: {', '.join(ids)}.",
-            "Choose one with `%vllm connect URL --model NAME`, `%%chat --model NAME`, or "
-            "`Chat(url, model=NAME)`.",
+            self.choose_hint,
         )
 
     def max_model_len(self, model: str) -> int | None:
         for entry in self.models():
             if entry.get("id") == model:
                 return entry.get("max_model_len")
+        return None
+
+
+class _Answer:
+    """What one streamed answer has brought so far: text, reasoning, finish, usage, timing."""
+
+    __slots__ = ("pieces", "reasoning", "finish", "usage", "ttft", "started")
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.reasoning: list[str] = []
+        self.finish: Finish | None = None
+        self.usage: Usage | None = None
+        self.ttft: float | None = None
+        self.started = time.perf_counter()
+
+    def take(self, event: Event) -> str | None:
+        """Record ``event``; return its text when it is a piece of the answer."""
+        kind = type(event)
+        if kind is TextDelta or kind is ReasoningDelta:
+            if self.ttft is None:
+                self.ttft = time.perf_counter() - self.started
+            (self.pieces if kind is TextDelta else self.reasoning).append(event.text)
+            return event.text if kind is TextDelta else None
+        if kind is Finish:
+            self.finish = event
+        elif kind is Usage:
+            self.usage = event
         return None
 
 
@@ -116,39 +155,25 @@ class Response:
         self.body = body
         self.model: str = body["model"]
         self._mode = mode  # "add" a turn, "replace" the last one, or None: record nothing
-        self._pieces: list[str] = []
-        self._reasoning: list[str] = []
-        self._iterated = False
+        self._answer: _Answer | None = None
         self.turn: Turn | None = None
-        self.ttft: float | None = None
+
+    @property
+    def ttft(self) -> float | None:
+        return self._answer.ttft if self._answer else None
 
     def __iter__(self) -> Iterator[str]:
-        if self._iterated:
-            yield from self._pieces if self.turn else ()
+        if self._answer is not None:
+            yield from self._answer.pieces if self.turn else ()
             return
-        self._iterated = True
-        pieces, reasoning = self._pieces, self._reasoning
-        finish: Finish | None = None
-        usage: Usage | None = None
-        status = INTERRUPTED
-        started = time.perf_counter()
+        answer = self._answer = _Answer()
         events = self._client.stream_chat(self.body)
+        status = INTERRUPTED
         try:
             for event in events:
-                kind = type(event)
-                if kind is TextDelta:
-                    if self.ttft is None:
-                        self.ttft = time.perf_counter() - started
-                    pieces.append(event.text)
-                    yield event.text
-                elif kind is Finish:
-                    finish = event
-                elif kind is Usage:
-                    usage = event
-                elif kind is ReasoningDelta:
-                    if self.ttft is None:
-                        self.ttft = time.perf_counter() - started
-                    reasoning.append(event.text)
+                text = answer.take(event)
+                if text:
+                    yield text
             status = COMPLETE
         except errors.StreamError:
             status = CUT
@@ -157,22 +182,49 @@ class Response:
             raise self._explain_context(exc) from None
         finally:
             # Record first: a second Ctrl-C landing in close() must not lose the partial answer.
-            if status == COMPLETE or pieces or reasoning:
-                self._finish(status, finish, usage, time.perf_counter() - started)
+            self._record(status)
             events.close()
 
-    def _finish(self, status: str, finish: Finish | None, usage: Usage | None, seconds: float) -> None:
+    async def __aiter__(self) -> AsyncIterator[str]:
+        """The same answer streamed on the running event loop (the panel uses this).
+
+        Cancelling the iterating task (the panel's Stop) closes the connection and keeps the
+        partial answer, marked interrupted.
+        """
+        answer = self._answer = _Answer()
+        events = self._client.astream_chat(self.body)
+        status = INTERRUPTED
+        try:
+            async for event in events:
+                text = answer.take(event)
+                if text:
+                    yield text
+            status = COMPLETE
+        except errors.StreamError:
+            status = CUT
+            raise
+        except errors.ContextLengthError as exc:
+            raise self._explain_context(exc) from None
+        finally:
+            self._record(status)
+            await events.aclose()
+
+    def _record(self, status: str) -> None:
+        answer = self._answer
+        assert answer is not None
+        if status != COMPLETE and not answer.pieces and not answer.reasoning:
+            return  # failed before any text: nothing to keep
         self.turn = Turn(
             prompt=self.prompt,
-            text="".join(self._pieces),
+            text="".join(answer.pieces),
             model=self.model,
             status=status,
-            finish_reason=finish.reason if finish else None,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
-            ttft=self.ttft,
-            seconds=seconds,
-            reasoning="".join(self._reasoning),
+            finish_reason=answer.finish.reason if answer.finish else None,
+            prompt_tokens=answer.usage.prompt_tokens if answer.usage else None,
+            completion_tokens=answer.usage.completion_tokens if answer.usage else None,
+            ttft=answer.ttft,
+            seconds=time.perf_counter() - answer.started,
+            reasoning="".join(answer.reasoning),
             params={k: v for k, v in self.body.items() if k not in ("model", "messages", "stream", "stream_options")},
         )
         if self._mode == "add":
@@ -199,7 +251,7 @@ class Response:
         """Consume the stream and return the whole answer."""
         for _ in self:
             pass
-        return "".join(self._pieces)
+        return self.turn.text if self.turn else ""
 
 
 class Chat:

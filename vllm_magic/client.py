@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from . import errors
-from .stream import DONE, Event, Finish, SSEDecoder, chunk_events, parse_payload
+from .stream import ChatStream, Event
+
+if TYPE_CHECKING:
+    import asyncio
 
 RETRY_STATUSES = frozenset({429, 503})
+CHAT_PATH = "/v1/chat/completions"
 
 
 def normalize_base_url(url: str) -> str:
@@ -77,6 +84,13 @@ class Client:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.__api_key = api_key or None
+        self._ahttp: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._transport = transport
+        self._sockets: set[socket.socket] = set()  # of embeddings' connections, for abort()
+        self._sockets_lock = threading.Lock()
+        self._aborted = False
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
             headers=headers,
@@ -99,6 +113,7 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+        self._ahttp.clear()  # their connections close when collected; closing them needs their loops
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -119,11 +134,57 @@ class Client:
 
     def tokenize(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """vLLM's ``/tokenize`` with the chat template applied: exact ``count`` and ``max_model_len``."""
-        body = {"model": model, "messages": messages, "add_generation_prompt": True}
-        return self.request("POST", "/tokenize", json=body).json()
+        return self.request("POST", "/tokenize", json=_tokenize_body(model, messages)).json()
+
+    async def atokenize(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """:meth:`tokenize` on the running event loop (the panel's context gauge)."""
+        http = self._async_http()
+        request = http.build_request("POST", self._url("/tokenize"), json=_tokenize_body(model, messages))
+        response = await self._asend(http, request, model=model)
+        await response.aread()
+        return response.json()
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", path, json=body).json()
+
+    def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/embeddings``. Threads may call it at once; :meth:`abort` cuts them all."""
+        request = self._http.build_request(
+            "POST", self._url("/v1/embeddings"), json=body, extensions={"trace": self._track_socket}
+        )
+        return self._send(request, stream=False, model=body.get("model")).json()
+
+    def fork(self) -> Client:
+        """A new client for the same server, key and settings, with its own connections, so a
+        batch job can :meth:`abort` it without touching this one's. A transport given to this
+        client (a test's ``httpx.MockTransport``) is shared, not copied."""
+        return Client(self.root_url, self.__api_key, timeout=self.timeout, max_retries=self.max_retries,
+                      retry_backoff=self.retry_backoff, transport=self._transport)
+
+    def abort(self) -> None:
+        """Cut the connections of :meth:`embeddings` requests now, then close the client.
+
+        ``close()`` alone leaves a thread blocked reading an answer waiting until the server
+        replies; shutting the sockets down ends those reads at once and tells the server to drop
+        the requests (vLLM aborts a request whose client went away).
+        """
+        with self._sockets_lock:
+            self._aborted = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+        self.close()
+
+    def _track_socket(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's ``trace`` hook: note the socket of each new connection, for :meth:`abort`."""
+        if event != "connection.connect_tcp.complete":
+            return
+        sock = info["return_value"].get_extra_info("socket")
+        with self._sockets_lock:
+            self._sockets.add(sock)
+            aborted = self._aborted
+        if aborted:  # connected while abort() ran
+            _shutdown(sock)
 
     def stream_chat(self, body: dict[str, Any]) -> Iterator[Event]:
         """Stream ``/v1/chat/completions``; yields events until the answer ends.
@@ -131,28 +192,42 @@ class Client:
         Closing the iterator (or an exception such as KeyboardInterrupt inside it) closes the
         response and its connection at once, so vLLM aborts the request and frees its slot.
         """
-        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        request = self._http.build_request("POST", self._url("/v1/chat/completions"), json=body)
+        request = self._http.build_request("POST", self._url(CHAT_PATH), json=_streaming(body))
         response = self._send(request, stream=True, model=body.get("model"))
-        decoder = SSEDecoder()
-        finished = False
+        stream = ChatStream()
         try:
-            # Undecoded reads skip httpx's decoder layer per chunk; only compressed bodies need it.
-            identity = response.headers.get("content-encoding", "identity") == "identity"
-            for raw in response.iter_raw() if identity else response.iter_bytes():
-                for payload in decoder.feed(raw):
-                    if payload == DONE:
-                        return
-                    for event in chunk_events(parse_payload(payload)):
-                        finished = finished or type(event) is Finish
-                        yield event
-        except httpx.TimeoutException as exc:
-            raise self._timeout_error(exc) from None
+            for raw in response.iter_raw() if _identity(response) else response.iter_bytes():
+                yield from stream.feed(raw)
+                if stream.done:
+                    return
         except httpx.TransportError as exc:
-            raise self._stream_cut(str(exc) or type(exc).__name__) from None
+            raise self._broken(exc) from None
         finally:
             response.close()
-        if not finished or decoder.has_partial_event:
+        if not stream.complete:
+            raise self._stream_cut("the connection closed before the end of the answer")
+
+    async def astream_chat(self, body: dict[str, Any]) -> AsyncIterator[Event]:
+        """:meth:`stream_chat` on the running event loop, so a kernel stays responsive meanwhile.
+
+        Cancelling the task that iterates it closes the connection, as closing does for the sync
+        stream.
+        """
+        http = self._async_http()
+        request = http.build_request("POST", self._url(CHAT_PATH), json=_streaming(body))
+        response = await self._asend(http, request, model=body.get("model"))
+        stream = ChatStream()
+        try:
+            async for raw in response.aiter_raw() if _identity(response) else response.aiter_bytes():
+                for event in stream.feed(raw):
+                    yield event
+                if stream.done:
+                    return
+        except httpx.TransportError as exc:
+            raise self._broken(exc) from None
+        finally:
+            await response.aclose()
+        if not stream.complete:
             raise self._stream_cut("the connection closed before the end of the answer")
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -175,22 +250,61 @@ class Client:
         for attempt in range(attempts):
             try:
                 response = self._http.send(request, stream=stream)
-            except httpx.TimeoutException as exc:
-                raise self._timeout_error(exc) from None
             except httpx.TransportError as exc:
-                raise self._connect_error(exc) from None
+                raise self._unreachable(exc) from None
             if response.status_code < 400:
                 return response
-            if response.status_code in RETRY_STATUSES and attempt + 1 < attempts:
-                delay = self._retry_delay(response, attempt)
-                response.close()
-                time.sleep(delay)
-                continue
-            if stream:
-                response.read()
-                response.close()
-            raise errors.from_response(response, model=model, where=f"The server at {self.display_url}")
+            response.read()  # an error body is small; the message is in it
+            delay = self._retry_or_raise(response, attempt, attempt + 1 < attempts, model)
+            response.close()
+            time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _asend(self, http: httpx.AsyncClient, request: httpx.Request, *, model: str | None) -> httpx.Response:
+        """:meth:`_send` for the async client (always streaming, always retrying)."""
+        import asyncio  # here, not at the top: `import vllm_magic` stays light
+        for attempt in range(1 + self.max_retries):
+            try:
+                response = await http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise self._unreachable(exc) from None
+            if response.status_code < 400:
+                return response
+            await response.aread()
+            delay = self._retry_or_raise(response, attempt, attempt < self.max_retries, model)
+            await response.aclose()
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _async_http(self) -> httpx.AsyncClient:
+        """The async client of the running event loop (its connections belong to that loop).
+
+        A kernel may run cells and widget callbacks on different loops, so there is one per loop.
+        """
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if loop not in self._ahttp:
+            self._ahttp[loop] = httpx.AsyncClient(headers=self._http.headers, timeout=self._http.timeout,
+                                                  follow_redirects=True)
+        return self._ahttp[loop]
+
+    def _retry_or_raise(self, response: httpx.Response, attempt: int, may_retry: bool, model: str | None) -> float:
+        """The delay before retrying ``response``, or raise its error when it is not retried."""
+        if may_retry and response.status_code in RETRY_STATUSES:
+            return self._retry_delay(response, attempt)
+        raise errors.from_response(response, model=model, where=f"The server at {self.display_url}")
+
+    def _unreachable(self, exc: httpx.TransportError) -> errors.VLLMError:
+        if isinstance(exc, httpx.TimeoutException):
+            return self._timeout_error(exc)
+        return self._connect_error(exc)
+
+    def _broken(self, exc: httpx.TransportError) -> errors.VLLMError:
+        """A transport failure after the answer started: a timeout or a cut stream."""
+        if isinstance(exc, httpx.TimeoutException):
+            return self._timeout_error(exc)
+        return self._stream_cut(str(exc) or type(exc).__name__)
 
     def _retry_delay(self, response: httpx.Response, attempt: int) -> float:
         retry_after = response.headers.get("retry-after", "")
@@ -227,3 +341,23 @@ class Client:
             "The partial answer is kept, marked incomplete; `%vllm retry` asks again. If this "
             "repeats, check the server's log (it may have restarted or run out of memory).",
         )
+
+
+def _tokenize_body(model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"model": model, "messages": messages, "add_generation_prompt": True}
+
+
+def _streaming(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "stream": True, "stream_options": {"include_usage": True}}
+
+
+def _identity(response: httpx.Response) -> bool:
+    """Uncompressed: read raw, skipping httpx's per-chunk decoder layer."""
+    return response.headers.get("content-encoding", "identity") == "identity"
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed

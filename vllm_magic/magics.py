@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import re
 import shlex
 import string
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from IPython.core.error import StdinNotImplementedError, UsageError
@@ -66,6 +68,10 @@ class VLLMMagics(Magics):
 
     base_url = Unicode(None, allow_none=True, help="Server URL, with or without /v1.").tag(config=True)
     model = Unicode(None, allow_none=True, help="Model to chat with (default: the only one served).").tag(config=True)
+    embedding_model = Unicode(
+        None, allow_none=True,
+        help="Model for %vllm embed (default: VLLM_EMBEDDING_MODEL, then the only one the embeddings server serves).",
+    ).tag(config=True)
     api_key_env = Unicode(
         "", help="Environment variable holding the API key (default: VLLM_API_KEY, then OPENAI_API_KEY)."
     ).tag(config=True)
@@ -77,7 +83,10 @@ class VLLMMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.connection: Connection | None = None
+        self.embeddings: Connection | None = None
+        """Set by `connect --embeddings URL`; None: embeddings go to the chat server."""
         self.chats: dict[str, Chat] = {}
+        self.panels: dict[str, Any] = {}  # name -> panel.ChatPanel, made by `%vllm panel`
         # Checked when used (each cell validates), so a bad %config value fails a cell visibly
         # instead of vanishing into %config's log.
         self.session_params: dict[str, Any] = dict(self.params)
@@ -86,6 +95,7 @@ class VLLMMagics(Magics):
             "usage": self._usage, "history": self._history, "reset": self._reset,
             "undo": self._undo, "retry": self._retry, "system": self._system,
             "save": self._save, "load": self._load, "status": self._status, "debug": self._debug,
+            "panel": self._panel, "sidebar": self._sidebar,
         }
 
     @observe("params")
@@ -102,8 +112,11 @@ class VLLMMagics(Magics):
 
         Commands::
 
-          connect URL [--model M] [--api-key-env NAME] [--ask-key] [--timeout S]
+          connect URL [--model M] [--embeddings URL] [--api-key-env NAME] [--ask-key] [--timeout S]
           models                      served models as a DataFrame
+          embed EXPR [--model M] [--batch-size N] [--concurrency K] [--dimensions D] [--truncate]
+                [--with-text] [--skip-missing] [--out VAR]
+                                      embeddings of a str, list of str or Series as a DataFrame
           params [k=v ...] [--unset k ...]   show or set sampling parameters for every cell
           usage [-c NAME]             token usage and timings per turn, as a DataFrame
           history [-c NAME]           the conversation so far
@@ -114,6 +127,8 @@ class VLLMMagics(Magics):
           save PATH / load PATH       the conversation as JSON (never the API key)
           status                      server health, version, models, URL, model
           debug on|off                show full tracebacks instead of one-paragraph errors
+          panel [-c NAME]             a chat panel on this notebook's conversation
+          sidebar                     open the chat in JupyterLab's right sidebar
 
         The prompt is sent exactly as written; braces are only expanded with ``--interpolate``.
         """
@@ -171,13 +186,16 @@ class VLLMMagics(Magics):
     # -- the line commands ---------------------------------------------------------------------
 
     def _line(self, line: str) -> Any:
+        name, _, rest = line.strip().partition(" ")
+        if name == "embed":  # takes a Python expression, which shell-like splitting would mangle
+            return self._embed(rest)
         words = split_words(line)
         if not words:
             return self._status([])
         command = self._commands.get(words[0])
         if command is None:
             raise UsageError(
-                f"`%vllm {words[0]}` is not a command. Commands: {', '.join(self._commands)}. "
+                f"`%vllm {words[0]}` is not a command. Commands: {', '.join([*self._commands, 'embed'])}. "
                 "See `%vllm?`."
             )
         return command(words[1:])
@@ -189,14 +207,30 @@ class VLLMMagics(Magics):
         p.add_argument("--api-key-env", metavar="NAME")
         p.add_argument("--ask-key", action="store_true")
         p.add_argument("--timeout", type=float)
+        p.add_argument("--embeddings", metavar="URL")
         args = p.parse_args(words)
         connection = self.make_connection(args.url, args.model, args.api_key_env, args.ask_key, args.timeout)
+        embeddings = None
+        if args.embeddings:
+            embeddings = self.make_connection(args.embeddings, None, args.api_key_env, args.ask_key,
+                                              args.timeout, embeddings=True)
+        self._use_embeddings(embeddings)
         self._use(connection)
         print(describe(connection, key_source=self._key_source(args.api_key_env, args.ask_key)))
+        if embeddings:
+            print(f"Embeddings: {embeddings.client.display_url} · model {embeddings.model}")
 
     def make_connection(self, url: str | None = None, model: str | None = None, key_env: str | None = None,
-                        ask_key: bool = False, timeout: float | None = None) -> Connection:
-        """A checked connection: the server answers ``/v1/models`` and the model is resolved."""
+                        ask_key: bool = False, timeout: float | None = None, embeddings: bool = False) -> Connection:
+        """A checked connection: the server answers ``/v1/models`` and the model is resolved.
+
+        ``embeddings``: the model comes from the embedding settings (see :mod:`.embeddings`).
+        """
+        open_connection = partial(Connection, model=model or self.model)
+        if embeddings:
+            from .embeddings import embedding_connection
+
+            open_connection = partial(embedding_connection, model=model or self.embedding_model)
         url = url or env_base_url() or self.base_url
         if not url:
             raise errors.ConfigError(
@@ -211,14 +245,13 @@ class VLLMMagics(Magics):
             )
         key = self._ask_key() if ask_key else env_api_key(key_env or self.api_key_env or None)
         client = Client(url, key, timeout=timeout or self.timeout)
-        connection = Connection(client=client, model=model or self.model)
+        connection = open_connection(client=client)
         try:
             connection.models()
         except errors.AuthError:
             if key is not None or ask_key:
                 raise
-            connection = Connection(client=Client(url, self._ask_key(), timeout=timeout or self.timeout),
-                                    model=model or self.model)
+            connection = open_connection(client=Client(url, self._ask_key(), timeout=timeout or self.timeout))
             connection.models()
         connection.resolve_model()
         return connection
@@ -249,6 +282,48 @@ class VLLMMagics(Magics):
         self.connection = connection
         for chat in self.chats.values():
             chat.connection = connection
+
+    def _use_embeddings(self, connection: Connection | None) -> None:
+        chat_client = self.connection.client if self.connection else None
+        if self.embeddings is not None and self.embeddings.client is not chat_client:
+            self.embeddings.client.close()
+        self.embeddings = connection
+
+    def embeddings_connection(self) -> Connection:
+        """Where embeddings go: the server of `connect --embeddings`, else the chat server."""
+        if self.embeddings is None:
+            from .embeddings import embedding_connection
+
+            self.embeddings = embedding_connection(client=self.current_connection().client)
+        return self.embeddings
+
+    def _embed(self, line: str) -> Any:  # -> pandas.DataFrame | None
+        """``%vllm embed EXPR [options]``: the options are read from the end, the rest is EXPR."""
+        from .embeddings import embed
+
+        expression, options = split_expression(line)
+        p = _Parser(prog="embed", argument_default=argparse.SUPPRESS)
+        p.add_argument("--model")
+        p.add_argument("--batch-size", type=int)
+        p.add_argument("--concurrency", type=int)
+        p.add_argument("--dimensions", type=int)
+        p.add_argument("--truncate", action="store_true")
+        p.add_argument("--with-text", action="store_true")
+        p.add_argument("--skip-missing", action="store_true")
+        p.add_argument("--out", metavar="VAR")
+        given = vars(p.parse_args(split_words(options)))
+        out, model = given.pop("out", None), given.pop("model", None)
+        texts = evaluate(expression, self.shell.user_ns)
+        try:
+            frame = embed(texts, model or self.embedding_model, connection=self.embeddings_connection(), **given)
+        except KeyboardInterrupt:
+            raise errors.Interrupted("Stopped: the requests in flight were cancelled and nothing was stored.",
+                                     "Run the cell again when ready.") from None
+        if out is None:
+            return frame
+        self.shell.user_ns[out] = frame
+        print(f"{out} = {len(frame):,} × {frame.shape[1]:,} embeddings DataFrame")
+        return None
 
     def current_connection(self) -> Connection:
         if self.connection is None:
@@ -296,6 +371,8 @@ class VLLMMagics(Magics):
         for name in extras:
             if name in given:
                 print(f"Note: `{name}` is not a parameter vllm_magic checks; it is passed to vLLM as is.")
+        for panel in self.panels.values():
+            panel.refresh()
         if not self.session_params:
             print("No parameters set: the server's defaults apply.")
         for name, value in self.session_params.items():
@@ -374,6 +451,20 @@ class VLLMMagics(Magics):
         print(f"models: {names} · conversations: "
               + (", ".join(f"{n} ({len(c.conversation)} turns)" for n, c in self.chats.items()) or "none yet"))
 
+    def _panel(self, words: list[str]) -> Any:
+        from .panel import panel_for
+
+        args = self._conversation_args("panel", words)
+        return panel_for(self, args.conversation).widget
+
+    def _sidebar(self, words: list[str]) -> None:
+        """Ask JupyterLab (through the sidebar extension's renderer) to open the vLLM chat sidebar."""
+        from IPython.display import display
+
+        _Parser(prog="sidebar").parse_args(words)
+        display({"application/vnd.vllm-magic.command+json": {"command": "open-sidebar"},
+                 "text/plain": "The vLLM chat sidebar opens in JupyterLab (right side)."}, raw=True)
+
     def _debug(self, words: list[str]) -> None:
         if words not in (["on"], ["off"]):
             raise UsageError("Use `%vllm debug on` or `%vllm debug off`.")
@@ -387,6 +478,36 @@ def split_words(line: str) -> list[str]:
         return shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"Could not read the options {line!r}: {exc}.") from None
+
+
+def split_expression(line: str) -> tuple[str, str]:
+    """``EXPR --option ...`` -> ``(EXPR, "--option ...")``.
+
+    The options start at the first `` --name`` with a complete Python expression before it, so
+    `` --`` inside a string of the expression stays in it.
+    """
+    for match in re.finditer(r"(?:^|\s)--[A-Za-z]", line):
+        head = line[: match.start()].strip()
+        try:
+            compile(head, "<embed>", "eval")
+        except SyntaxError:
+            continue
+        return head, line[match.start() :]
+    return line.strip(), ""
+
+
+def evaluate(expression: str, namespace: dict[str, Any]) -> Any:
+    """The value of the user's notebook ``expression``, or a one-paragraph error."""
+    if not expression:
+        raise UsageError("`%vllm embed` needs the texts first, e.g. `%vllm embed df.text --model NAME`.")
+    try:
+        return eval(expression, namespace)  # noqa: S307 - the user's own notebook expression
+    except Exception as exc:
+        raise errors.ConfigError(
+            f"`%vllm embed` could not evaluate {expression!r}: {type(exc).__name__}: {exc}.",
+            "Write the expression first, then the options, e.g. `%vllm embed df.text --truncate`; "
+            'quote literal text: `%vllm embed "some text"`.',
+        ) from None
 
 
 def describe(connection: Connection, key_source: str) -> str:

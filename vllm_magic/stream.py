@@ -117,3 +117,33 @@ def chunk_events(chunk: dict[str, Any]) -> list[Event]:
             )
         )
     return events
+
+
+class ChatStream:
+    """Raw body chunks of a streamed chat completion -> events; shared by sync and async clients.
+
+    ``done`` turns true at ``data: [DONE]``; :attr:`complete` says whether the answer arrived
+    whole (a finish reason, and nothing left half-sent).
+    """
+
+    __slots__ = ("_decoder", "done", "_finished")
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self.done = False
+        self._finished = False
+
+    def feed(self, raw: bytes) -> list[Event]:
+        events: list[Event] = []
+        for payload in self._decoder.feed(raw):
+            if payload == DONE:
+                self.done = True
+                break
+            events += chunk_events(parse_payload(payload))
+        if events and not self._finished:
+            self._finished = any(type(event) is Finish for event in events)
+        return events
+
+    @property
+    def complete(self) -> bool:
+        return self.done or (self._finished and not self._decoder.has_partial_event)

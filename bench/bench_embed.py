@@ -1,0 +1,174 @@
+"""Embedding throughput and memory: ``embed`` against what a user writes with the openai client.
+
+Baseline, measured in the same run against the same server: ``client.embeddings.create(model=...,
+input=batch)`` in a loop over batches of 256 texts, the vectors collected into a DataFrame.
+Ours: ``vllm_magic.embed(texts)`` with its defaults (a DataFrame indexed like the input).
+
+(a) The loopback server answering canned 1024-dim vectors, 20,000 distinct texts:
+    ours >= 3x the baseline's rows/s.
+(b) A real vLLM (CPU build) serving all-MiniLM-L6-v2, 5,000 distinct texts: ours >= 1.2x.
+    Started here with scripts/vllm_env.py unless ``--embed-url URL`` names one (key in VLLM_API_KEY).
+(c) Peak memory embedding 100,000 x 1024 from the loopback server, in a fresh process: the
+    resident-set high-water mark (VmHWM, reset after the imports and the texts) minus the resident
+    set at that point <= 1.5x the final float32 matrix.
+
+The loopback server runs in a process of its own, so its work does not share the client's GIL.
+Prints the figures and PASS/FAIL; exits non-zero on FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from vllm_magic import embed  # noqa: E402
+
+MODEL = "all-MiniLM-L6-v2"
+SERVE_LOOPBACK = """
+import sys
+from tests.loopback import LoopbackServer
+with LoopbackServer(models=(), embedding_models=(sys.argv[1],), embedding_dims=int(sys.argv[2]),
+                    canned_embeddings=True) as server:
+    print(server.base_url, flush=True)
+    sys.stdin.read()  # serve until the parent closes our stdin
+"""
+
+
+def texts(count: int) -> list[str]:
+    """Distinct sentences of ordinary length (so deduplication gives ours no edge)."""
+    nouns = ("cat", "river", "market", "engine", "garden", "violin", "harbour", "library")
+    verbs = ("watches", "follows", "crosses", "repairs", "paints", "describes")
+    return [f"Sentence {i}: the {nouns[i % 8]} {verbs[i % 6]} the {nouns[(i // 8) % 8]} near the old "
+            f"{nouns[(i // 64) % 8]} on day {i % 365}." for i in range(count)]
+
+
+def baseline(url: str, key: str | None, batch: list[str]) -> pd.DataFrame:
+    import openai
+
+    client = openai.OpenAI(base_url=url + "/v1", api_key=key or "none", max_retries=0)
+    rows: list[list[float]] = []
+    for start in range(0, len(batch), 256):
+        response = client.embeddings.create(model=MODEL, input=batch[start : start + 256])
+        rows.extend(item.embedding for item in response.data)
+    client.close()
+    return pd.DataFrame(rows)
+
+
+def ours(url: str, key: str | None, batch: list[str]) -> pd.DataFrame:
+    return embed(batch, MODEL, base_url=url, api_key=key, progress=False)
+
+
+def compare(url: str, key: str | None, batch: list[str], repeats: int) -> dict[str, float]:
+    """Median rows/s of each, run alternately so drift in machine load hits both alike."""
+    speeds: dict[str, list[float]] = {"baseline": [], "ours": []}
+    results = {}
+    for _ in range(repeats):
+        for name, run in (("baseline", baseline), ("ours", ours)):
+            started = time.perf_counter()
+            results[name] = run(url, key, batch)
+            speeds[name].append(len(batch) / (time.perf_counter() - started))
+    diff = np.abs(results["ours"].to_numpy() - results["baseline"].to_numpy()).max()
+    assert results["ours"].shape == results["baseline"].shape and diff < 1e-6, ("results differ", diff)
+    figures = {name: statistics.median(values) for name, values in speeds.items()}
+    figures["ratio"] = figures["ours"] / figures["baseline"]
+    return figures
+
+
+@contextmanager
+def loopback(dims: int) -> Iterator[str]:
+    server = subprocess.Popen([sys.executable, "-c", SERVE_LOOPBACK, MODEL, str(dims)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield server.stdout.readline().strip()
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
+@contextmanager
+def real_vllm(url: str | None) -> Iterator[tuple[str, str | None]]:
+    if url:
+        yield url, os.environ.get("VLLM_API_KEY")
+        return
+    spec = importlib.util.spec_from_file_location("vllm_env", ROOT / "scripts" / "vllm_env.py")
+    vllm_env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vllm_env)
+    with vllm_env.start_server("embed") as server:
+        yield server.wait_ready().base_url, None
+
+
+def memory_child(url: str, count: int) -> None:
+    """Run in a fresh process: print the RSS baseline, the high-water mark and the matrix size."""
+    batch = texts(count)
+
+    def status(field: str) -> int:
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+        return int(line.split()[1]) * 1024
+
+    embed(batch[:10], MODEL, base_url=url, progress=False)  # warm: lazy imports, first connection
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    start = status("VmRSS:")
+    frame = embed(batch, MODEL, base_url=url, progress=False)
+    peak = status("VmHWM:")
+    print(json.dumps({"start": start, "peak": peak, "matrix": frame.to_numpy().nbytes}))
+
+
+def measure_memory(url: str, count: int) -> dict[str, float]:
+    done = subprocess.run([sys.executable, __file__, "--memory-child", url, str(count)],
+                          capture_output=True, text=True, check=True)
+    figures = json.loads(done.stdout)
+    figures["ratio"] = (figures["peak"] - figures["start"]) / figures["matrix"]
+    return figures
+
+
+def report(name: str, figures: dict[str, float], target: float, describe: Callable[[dict], str]) -> bool:
+    ok = figures["ratio"] >= target if name != "c" else figures["ratio"] <= target
+    print(f"({name}) {describe(figures)} -> {'PASS' if ok else 'FAIL'}", flush=True)
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--embed-url", help="a running vLLM embedding server for (b)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-child", nargs=2, metavar=("URL", "COUNT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return 0
+
+    def speed(f: dict) -> str:
+        return (f"baseline {f['baseline']:,.0f} rows/s, ours {f['ours']:,.0f} rows/s: "
+                f"{f['ratio']:.2f}x")
+
+    results = []
+    with loopback(dims=1024) as url:
+        figures = compare(url, None, texts(20_000), args.repeats)
+        results.append(report("a", figures, 3.0, lambda f: f"loopback, 20,000 x 1024: {speed(f)} (target >= 3x)"))
+        figures = measure_memory(url, 100_000)
+        results.append(report("c", figures, 1.5, lambda f: (
+            f"peak memory, 100,000 x 1024: {(f['peak'] - f['start']) / 2**20:,.0f} MiB above the start for a "
+            f"{f['matrix'] / 2**20:,.0f} MiB matrix: {f['ratio']:.2f}x (target <= 1.5x)")))
+    with real_vllm(args.embed_url) as (url, key):
+        figures = compare(url, key, texts(5_000), args.repeats)
+        results.append(report("b", figures, 1.2, lambda f: f"real vLLM, 5,000 x 384: {speed(f)} (target >= 1.2x)"))
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
