@@ -1,0 +1,141 @@
+"""The chat panel's logic on the loopback server: send, stream, stop, errors, clear, model, params."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from tests.loopback import LoopbackServer, Reply
+from tests.unit.test_magics import ENV, Shell, chat_bodies, ipython_shell
+from vllm_magic.panel import ChatPanel
+
+
+@pytest.fixture
+def ip(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    with LoopbackServer(models=("tiny-chat", "other")) as server:
+        for name in ENV:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("VLLM_BASE_URL", server.base_url)
+        monkeypatch.setenv("VLLM_MODEL", "tiny-chat")
+        shell = Shell(ipython_shell(), capsys)
+        shell.server = server
+        yield shell
+        ipython_shell().config.pop("VLLMMagics", None)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Let the event loop run until ``condition`` holds (the panel works on this loop)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+def transcript_html(panel: ChatPanel) -> str:
+    views = reversed(panel.transcript.children)  # laid out bottom-up: newest first
+    return "".join(v.value if hasattr(v, "value") else "".join(c.value for c in v.children) for v in views)
+
+
+def run(scenario) -> None:
+    asyncio.run(scenario())
+
+
+def test_send_streams_rendered_markdown_and_shares_the_conversation(ip: Shell) -> None:
+    server: LoopbackServer = ip.server
+
+    async def scenario() -> None:
+        panel = ChatPanel(ip.magics)
+        server.push(Reply.tokens(["Hello", " **there**"], finish_reason="stop"))
+        panel.submit("Hi from the panel")
+        assert panel.streaming and not panel.stop.disabled and panel.input.value == ""
+        await panel._task
+        assert [(t.prompt, t.text) for t in ip.turns] == [("Hi from the panel", "Hello **there**")]
+        assert "<strong>there</strong>" in transcript_html(panel) and panel.stop.disabled
+        assert "last turn: tiny-chat" in panel.usage.value
+        ip.ok("%%chat\nfrom a cell")
+        assert chat_bodies(server)[-1]["messages"][1] == {"role": "assistant", "content": "Hello **there**"}
+        assert transcript_html(panel).index("Hi from the panel") < transcript_html(panel).index("from a cell")
+        await until(lambda: "tokens" in panel.gauge_label.value)
+        assert panel.gauge.max == 512 and 0 < panel.gauge.value < 512
+
+    run(scenario)
+
+
+def test_panel_magic_shows_one_panel_per_conversation(ip: Shell) -> None:
+    async def scenario() -> None:
+        first = ip.shell.run_line_magic("vllm", "panel")
+        assert ip.shell.run_line_magic("vllm", "panel") is first
+        assert ip.shell.run_line_magic("vllm", "panel -c side") is not first
+        assert set(ip.magics.panels) == {"default", "side"}
+
+    run(scenario)
+
+
+def test_enter_in_the_input_sends(ip: Shell) -> None:
+    async def scenario() -> None:
+        panel = ChatPanel(ip.magics)
+        panel.input._handle_custom_msg({"type": "submit", "text": "typed"}, [])
+        await panel._task
+        assert ip.turns[-1].prompt == "typed"
+
+    run(scenario)
+
+
+def test_stop_closes_the_connection_and_keeps_the_partial_answer(ip: Shell) -> None:
+    server: LoopbackServer = ip.server
+
+    async def scenario() -> None:
+        panel = ChatPanel(ip.magics)
+        server.push(Reply.until_disconnect("tok ", delay=0.005))
+        panel.submit("go on forever")
+        await until(lambda: bool(panel._live_views) and "tok" in "".join(v.value for v in panel._live_views.values()))
+        panel.stop.click()
+        await asyncio.wait_for(asyncio.shield(panel._task), 0.5)
+        assert server.client_disconnected.wait(5)
+        turn = ip.turns[-1]
+        assert turn.status == "interrupted" and turn.text.startswith("tok ")
+        assert "interrupted" in transcript_html(panel) and not panel.streaming
+
+    run(scenario)
+
+
+def test_errors_show_in_the_panel_and_add_nothing(ip: Shell) -> None:
+    server: LoopbackServer = ip.server
+
+    async def scenario() -> None:
+        panel = ChatPanel(ip.magics)
+        server.push(Reply.status(500, {"error": {"message": "engine dead", "type": "InternalServerError", "code": 500}}))
+        panel.submit("hi")
+        await panel._task
+        assert "engine dead" in panel.error.value and "Check the server" in panel.error.value
+        assert ip.turns == [] and not panel.streaming
+
+    run(scenario)
+
+
+def test_clear_model_switch_and_params_are_the_notebooks(ip: Shell) -> None:
+    server: LoopbackServer = ip.server
+
+    async def scenario() -> None:
+        panel = ChatPanel(ip.magics)
+        ip.ok("%%chat\nfirst")
+        panel.clear.click()
+        assert ip.turns == [] and transcript_html(panel) == ""
+        panel.model.value = "other"
+        panel.temperature.value = "0.3"
+        panel.max_tokens.value = "5"
+        assert ip.magics.session_params == {"temperature": 0.3, "max_tokens": 5}
+        panel.submit("with params")
+        await panel._task
+        body = chat_bodies(server)[-1]
+        assert body["model"] == "other" and body["temperature"] == 0.3 and body["max_tokens"] == 5
+        panel.temperature.value = "-1"
+        assert "`temperature` must be a number &gt;= 0" in panel.error.value
+        assert ip.magics.session_params["temperature"] == 0.3
+        ip.magics.panels["default"] = panel
+        ip.ok("%vllm params max_tokens=7")
+        assert panel.max_tokens.value == "7", "the panel shows params set by %vllm params"
+
+    run(scenario)

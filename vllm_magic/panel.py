@@ -1,0 +1,260 @@
+"""The chat panel: an ipywidgets view of a notebook conversation, also hosted by the sidebar.
+
+It is the same conversation the ``%%chat`` cells use: a cell's turn appears here, and a turn sent
+here is what the next cell continues. Answers stream on the kernel's event loop (the async side
+of the one client), so the kernel keeps running cells meanwhile and Stop cancels at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from typing import TYPE_CHECKING, Any
+
+import anywidget
+import ipywidgets as widgets
+import traitlets
+
+from . import errors
+from .conversation import Turn
+from .params import parse_value, validate
+from .render import CSS, footer_html, footer_text, markdown_to_html
+from .sinks import CellSink
+
+if TYPE_CHECKING:
+    from .chat import Response
+    from .magics import VLLMMagics
+
+PANEL_CSS = """<style>
+.vllm-magic-panel .vm-user{background:var(--jp-layout-color2,#eee);border-radius:6px;padding:.3em .7em;margin:.4em 0 .2em 15%}
+.vllm-magic-panel .vm-assistant{padding:.1em .4em;border-left:3px solid var(--jp-brand-color1,#2196f3);margin:.2em 15% .4em 0}
+.vllm-magic-panel .vm-error{color:var(--jp-error-color1,#d32f2f);background:var(--jp-error-color3,#fdecea);padding:.4em .7em;border-radius:4px}
+</style>"""
+
+
+class ChatInput(anywidget.AnyWidget):
+    """A multi-line box: Enter sends, Shift+Enter starts a new line (ipywidgets has no key events)."""
+
+    _esm = """
+    function render({ model, el }) {
+      const area = document.createElement("textarea");
+      area.className = "vllm-magic-input";
+      area.rows = 3;
+      area.placeholder = "Message the model (Enter sends, Shift+Enter for a new line)";
+      area.value = model.get("value");
+      area.addEventListener("input", () => { model.set("value", area.value); model.save_changes(); });
+      area.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+          event.preventDefault();
+          model.send({ type: "submit", text: area.value });
+        }
+      });
+      model.on("change:value", () => { if (area.value !== model.get("value")) area.value = model.get("value"); });
+      el.appendChild(area);
+    }
+    export default { render };
+    """
+    _css = """
+    .vllm-magic-input { width: 100%; box-sizing: border-box; font-family: var(--jp-ui-font-family);
+      font-size: var(--jp-ui-font-size1); padding: 6px; resize: vertical;
+      color: var(--jp-ui-font-color1); background: var(--jp-layout-color0);
+      border: 1px solid var(--jp-border-color1); border-radius: 4px; }
+    """
+    value = traitlets.Unicode("").tag(sync=True)
+
+
+class ChatPanel:
+    """Widgets over one named conversation of the notebook; ``.widget`` is what gets displayed."""
+
+    def __init__(self, magics: VLLMMagics, name: str = "default") -> None:
+        self._magics = magics
+        self.chat = magics.chat_for(name)
+        self._task: asyncio.Task | None = None
+        self._stopping = False  # set by Stop, so a cancellation from elsewhere is told apart
+        self._live: widgets.VBox | None = None  # the answer being streamed
+        self._live_views: dict[str, widgets.HTML] = {}  # its outputs, by CellSink display id
+        self._turn_views: dict[int, widgets.HTML] = {}
+
+        connection = self.chat.connection
+        self.model = widgets.Dropdown(options=[m["id"] for m in connection.models()],
+                                      value=connection.resolve_model(), description="model",
+                                      layout=widgets.Layout(width="auto"))
+        self.temperature = self._param_box("temperature")
+        self.max_tokens = self._param_box("max_tokens")
+        self.clear = widgets.Button(description="Clear", icon="trash", tooltip="Forget this conversation")
+        self.gauge = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="160px"))
+        self.gauge_label = widgets.HTML()
+        self.usage = widgets.HTML()
+        self.transcript = widgets.Box(layout=widgets.Layout(
+            display="flex", flex_flow="column-reverse", overflow="auto", height="360px",
+            border="1px solid var(--jp-border-color2)", padding="4px"))
+        self.error = widgets.HTML()
+        self.input = ChatInput()
+        self.send = widgets.Button(description="Send", icon="paper-plane", button_style="primary")
+        self.stop = widgets.Button(description="Stop", icon="stop", disabled=True)
+        self.widget = widgets.VBox([
+            widgets.HTML(CSS + PANEL_CSS),
+            widgets.HBox([self.model, self.temperature, self.max_tokens, self.clear]),
+            widgets.HBox([self.gauge, self.gauge_label, self.usage]),
+            self.transcript, self.error, self.input, widgets.HBox([self.send, self.stop]),
+        ])
+        self.widget.add_class("vllm-magic-panel")
+
+        self.model.observe(self._model_changed, "value")
+        self.clear.on_click(lambda _: self.chat.reset())
+        self.send.on_click(lambda _: self.submit(self.input.value))
+        self.stop.on_click(lambda _: self.cancel())
+        self.input.on_msg(lambda _, content, __: self.submit(content.get("text", "")))
+        self.chat.conversation.on_change(lambda _: self.refresh())
+        self.refresh()
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def submit(self, text: str) -> None:
+        """Send ``text`` as the next turn; the answer streams in while the kernel stays free."""
+        if not text.strip():
+            return
+        if self.streaming:
+            self.error.value = '<div class="vllm-magic-panel"><div class="vm-error">Still answering: press Stop first.</div></div>'
+            return
+        self.error.value = ""
+        try:
+            response = self.chat.stream(text, **self._magics.session_params)
+        except errors.VLLMError as exc:
+            self._show_error(exc)
+            return
+        self.input.value = ""
+        self.stop.disabled, self.send.disabled = False, True
+        self._task = asyncio.ensure_future(self._stream(response))
+
+    def cancel(self) -> None:
+        """Stop the answer now; the connection closes and the partial answer is kept."""
+        if self.streaming:
+            self._stopping = True
+            self._task.cancel()
+
+    @property
+    def streaming(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _stream(self, response: Response) -> None:
+        answer = widgets.VBox()
+        answer.add_class("vm-live")
+        self._live = widgets.VBox([widgets.HTML(f'<div class="vm-user">{markdown_to_html(response.prompt)}</div>'), answer])
+        sink = CellSink(rate=self._magics.render_rate, publish=self._publish)
+        self.refresh()
+        sink.start()
+        try:
+            async for piece in response:
+                sink.feed(piece)
+        except asyncio.CancelledError:
+            if not self._stopping:  # not our Stop button: the kernel cancelled the task
+                self._show_error(errors.Interrupted("The answer was cancelled by the kernel.",
+                                                    "Send the message again."))
+        except errors.VLLMError as exc:
+            self._show_error(exc)
+        except Exception as exc:  # shown, never swallowed: the panel has no traceback area
+            self._show_error(errors.VLLMError(f"The panel failed: {type(exc).__name__}: {exc}.",
+                                              "Please report this; `%%chat` cells still work."))
+        finally:
+            self._stopping = False
+            self._live, self._live_views = None, {}
+            self.stop.disabled, self.send.disabled = True, False
+            self.refresh()
+
+    def _publish(self, display_id: str, bundle: dict[str, Any], update: bool) -> None:
+        """CellSink's outputs become HTML widgets inside the live answer."""
+        assert self._live is not None
+        if update:
+            self._live_views[display_id].value = bundle["text/html"]
+        else:
+            self._live_views[display_id] = widgets.HTML(bundle["text/html"])
+            answer = self._live.children[1]
+            answer.children += (self._live_views[display_id],)
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Show the conversation as it is (the newest first: the box is laid out bottom-up)."""
+        turns = self.chat.conversation.turns
+        views = [self._turn_view(turn) for turn in turns]
+        if self._live is not None:
+            views.append(self._live)
+        self.transcript.children = tuple(reversed(views))
+        self._turn_views = {id(turn): view for turn, view in zip(turns, views)}
+        last = turns[-1] if turns else None
+        self.usage.value = f"<small>last turn: {html.escape(footer_text(last))}</small>" if last else ""
+        self._show_params()
+        asyncio.ensure_future(self._update_gauge())
+
+    def _turn_view(self, turn: Turn) -> widgets.HTML:
+        view = self._turn_views.get(id(turn))
+        if view is None:
+            view = widgets.HTML(
+                f'<div class="vllm-magic"><div class="vm-user">{markdown_to_html(turn.prompt)}</div>'
+                f'<div class="vm-assistant">{markdown_to_html(turn.text)}{footer_html(turn)}</div></div>'
+            )
+        return view
+
+    async def _update_gauge(self) -> None:
+        """Tokens the conversation holds against max_model_len, counted by vLLM's /tokenize."""
+        model = self.model.value
+        try:
+            counted = await self.chat.connection.client.atokenize(model, self.chat.conversation.messages())
+        except errors.VLLMError:
+            self.gauge_label.value = "<small>context: n/a (the server has no /tokenize)</small>"
+            return
+        self.gauge.max = max(counted["max_model_len"], 1)
+        self.gauge.value = min(counted["count"], self.gauge.max)
+        self.gauge_label.value = (f"<small style='white-space:nowrap'>{counted['count']} / "
+                                  f"{counted['max_model_len']} tokens</small>")
+
+    def _show_error(self, error: errors.VLLMError) -> None:
+        self.error.value = f'<div class="vllm-magic-panel"><div class="vm-error">{html.escape(error.message)}</div></div>'
+
+    # -- params: the same ones as %vllm params ---------------------------------------------------
+
+    def _param_box(self, name: str) -> widgets.Text:
+        box = widgets.Text(description=name.replace("_", " "), placeholder="server default",
+                           continuous_update=False, layout=widgets.Layout(width="200px"),
+                           style={"description_width": "initial"})
+        box.observe(lambda change: self._param_changed(name, change["new"]), "value")
+        return box
+
+    def _param_changed(self, name: str, text: str) -> None:
+        params = dict(self._magics.session_params)
+        if text.strip():
+            params[name] = parse_value(text.strip())
+        else:
+            params.pop(name, None)
+        try:
+            self._magics.session_params = validate(params)[0]
+        except errors.ParamError as exc:
+            self._show_error(exc)
+            return
+        self.error.value = ""
+
+    def _show_params(self) -> None:
+        for name, box in (("temperature", self.temperature), ("max_tokens", self.max_tokens)):
+            value = self._magics.session_params.get(name)
+            box.value = "" if value is None else str(value)
+
+    def _model_changed(self, change: dict[str, Any]) -> None:
+        self.chat.connection.model = change["new"]
+        asyncio.ensure_future(self._update_gauge())
+
+
+def panel_for(magics: VLLMMagics, name: str = "default") -> ChatPanel:
+    """The kernel's panel for conversation ``name`` (made once: every display shows the same one)."""
+    if name not in magics.panels:
+        magics.panels[name] = ChatPanel(magics, name)
+    return magics.panels[name]
+
+
+def sidebar_model_id() -> str:
+    """The model id of this kernel's panel, for the JupyterLab sidebar to render (its contract)."""
+    from IPython import get_ipython
+
+    magics = get_ipython().magics_manager.registry["VLLMMagics"]
+    return panel_for(magics).widget.model_id
+
