@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from . import errors
@@ -168,22 +169,14 @@ class Response:
             return
         answer = self._answer = _Answer()
         events = self._client.stream_chat(self.body)
-        status = INTERRUPTED
         try:
-            for event in events:
-                text = answer.take(event)
-                if text:
-                    yield text
-            status = COMPLETE
-        except errors.StreamError:
-            status = CUT
-            raise
-        except errors.ContextLengthError as exc:
-            raise self._explain_context(exc) from None
+            with self._recording():
+                for event in events:
+                    text = answer.take(event)
+                    if text:
+                        yield text
         finally:
-            # Record first: a second Ctrl-C landing in close() must not lose the partial answer.
-            self._record(status)
-            events.close()
+            events.close()  # after recording: a second Ctrl-C here must not lose the answer
 
     async def __aiter__(self) -> AsyncIterator[str]:
         """The same answer streamed on the running event loop (the panel uses this).
@@ -193,12 +186,21 @@ class Response:
         """
         answer = self._answer = _Answer()
         events = self._client.astream_chat(self.body)
+        try:
+            with self._recording():
+                async for event in events:
+                    text = answer.take(event)
+                    if text:
+                        yield text
+        finally:
+            await events.aclose()
+
+    @contextmanager
+    def _recording(self) -> Iterator[None]:
+        """Record the turn however the stream ends: complete, cut, or stopped (interrupted)."""
         status = INTERRUPTED
         try:
-            async for event in events:
-                text = answer.take(event)
-                if text:
-                    yield text
+            yield
             status = COMPLETE
         except errors.StreamError:
             status = CUT
@@ -207,7 +209,6 @@ class Response:
             raise self._explain_context(exc) from None
         finally:
             self._record(status)
-            await events.aclose()
 
     def _record(self, status: str) -> None:
         answer = self._answer
