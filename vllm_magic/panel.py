@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 PANEL_CSS = """<style>
 .vllm-magic-panel .vm-user{background:var(--jp-layout-color2,#eee);border-radius:6px;padding:.3em .7em;margin:.4em 0 .2em 15%}
 .vllm-magic-panel .vm-assistant{padding:.1em .4em;border-left:3px solid var(--jp-brand-color1,#2196f3);margin:.2em 15% .4em 0}
+.vllm-magic-panel .vm-usage{font-size:.85em;line-height:1.3;color:var(--jp-ui-font-color2,#777)}
 .vllm-magic-panel .vm-error{color:var(--jp-error-color1,#d32f2f);background:var(--jp-error-color3,#fdecea);padding:.4em .7em;border-radius:4px}
 </style>"""
 
@@ -183,7 +184,8 @@ class ChatPanel:
         self.transcript.children = tuple(reversed(views))
         self._turn_views = {id(turn): view for turn, view in zip(turns, views)}
         last = turns[-1] if turns else None
-        self.usage.value = f"<small>last turn: {html.escape(footer_text(last))}</small>" if last else ""
+        self.usage.value = (f"<div class='vm-usage'>last turn: {html.escape(footer_text(last))}</div>"
+                            if last else "")
         self._show_params()
         asyncio.ensure_future(self._update_gauge())
 

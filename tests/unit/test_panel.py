@@ -53,7 +53,7 @@ def test_send_streams_rendered_markdown_and_shares_the_conversation(ip: Shell) -
         await panel._task
         assert [(t.prompt, t.text) for t in ip.turns] == [("Hi from the panel", "Hello **there**")]
         assert "<strong>there</strong>" in transcript_html(panel) and panel.stop.disabled
-        assert "last turn: tiny-chat" in panel.usage.value
+        assert "last turn: tiny-chat" in panel.usage.value and "vm-usage" in panel.usage.value
         ip.ok("%%chat\nfrom a cell")
         assert chat_bodies(server)[-1]["messages"][1] == {"role": "assistant", "content": "Hello **there**"}
         assert transcript_html(panel).index("Hi from the panel") < transcript_html(panel).index("from a cell")
