@@ -462,8 +462,12 @@ class VLLMMagics(Magics):
         from IPython.display import display
 
         _Parser(prog="sidebar").parse_args(words)
-        display({"application/vnd.vllm-magic.command+json": {"command": "open-sidebar"},
-                 "text/plain": "The vLLM chat sidebar opens in JupyterLab (right side)."}, raw=True)
+        handle = display({"application/vnd.vllm-magic.command+json": {"command": "open-sidebar"},
+                          "text/plain": "The vLLM chat sidebar opens in JupyterLab (right side)."},
+                         raw=True, display_id=True)
+        # The front end acts on the request as it renders it; replacing it at once with text keeps
+        # a saved notebook from opening the sidebar again every time it is reopened.
+        handle.update({"text/plain": "Opened the vLLM chat sidebar (JupyterLab, right side)."}, raw=True)
 
     def _debug(self, words: list[str]) -> None:
         if words not in (["on"], ["off"]):
