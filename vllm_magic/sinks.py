@@ -8,9 +8,9 @@ updates: at most ``rate`` a second whatever the token rate, and the final render
 from __future__ import annotations
 
 import html
+import os
 import sys
 import time
-import os
 from collections.abc import Callable
 from typing import IO, Any, Protocol
 

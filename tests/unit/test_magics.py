@@ -11,9 +11,10 @@ from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from IPython.testing.globalipapp import start_ipython
 
 import vllm_magic
+from tests.loopback import LoopbackServer, Reply
 from vllm_magic import errors
 from vllm_magic.sinks import PlainSink
-from tests.loopback import LoopbackServer, Reply
+
 
 def ipython_shell() -> InteractiveShell:
     """The test session's one IPython shell (IPython allows a single global instance)."""
