@@ -245,7 +245,9 @@ def press_ctrl_c_once(server: LoopbackServer, requests: int) -> None:
     """Send this process SIGINT, like Ctrl-C or a kernel interrupt, once the server holds ``requests``."""
     def press() -> None:
         if server.wait_for_requests(requests, EMBED):
-            os.kill(os.getpid(), signal.SIGINT)
+            # To the main thread itself: a process-wide kill() may be taken by another thread,
+            # and then the main thread only notices once its blocking read returns.
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     threading.Thread(target=press, daemon=True).start()
 
