@@ -20,7 +20,7 @@ from typing import Any
 from . import errors
 from .client import Client, redact_url
 from .conversation import COMPLETE, CUT, INTERRUPTED, Conversation, Turn
-from .params import validate
+from .params import GUIDED, translate_guided, validate
 from .stream import Event, Finish, ReasoningDelta, TextDelta, Usage
 
 
@@ -47,6 +47,7 @@ class Connection:
 
     ``model_env`` names the environment variable with the default model and ``choose_hint`` says
     how to pick one when the server serves several: embeddings use their own (see embeddings.py).
+    ``key_source`` says where the API key came from, for display (never the key itself).
     """
 
     def __init__(
@@ -63,16 +64,14 @@ class Connection:
         if client is None:
             url = base_url or env_base_url()
             if not url:
-                raise errors.ConfigError(
-                    "No server URL is set.",
-                    "Give one (`%vllm connect http://HOST:8000` or `Chat('http://HOST:8000')`) or "
-                    "set VLLM_BASE_URL.",
-                )
+                raise errors.ConfigError("No server URL is set.", hint="no_url")
             client = Client(url, api_key if api_key is not None else env_api_key(), timeout=timeout)
         self.client = client
         self.model = model or os.environ.get(model_env) or None
         self.choose_hint = choose_hint
+        self.key_source = "set" if client.has_api_key else "none"
         self._models: list[dict[str, Any]] | None = None
+        self._version: str | None = None
 
     def __repr__(self) -> str:
         return f"Connection({self.client.display_url!r}, model={self.model!r})"
@@ -81,6 +80,34 @@ class Connection:
         if self._models is None or refresh:
             self._models = self.client.models()
         return self._models
+
+    def check(self, notes: list[str]) -> None:
+        """Ask the server for its models: the key must be accepted and the model must be served.
+
+        A server whose model list is unavailable is accepted when a model was named (with a note).
+        """
+        try:
+            served = [m["id"] for m in self.models()]
+        except (errors.NotFoundError, errors.UnexpectedResponse) as exc:
+            if not self.model:
+                raise
+            notes.append(f"The server's model list is unavailable ({exc.cause}); using {self.model!r} as given.")
+            return
+        if self.model and self.model not in served:
+            raise errors.ConfigError(
+                f"The server at {self.client.display_url} does not serve {self.model!r}.",
+                hint="unknown_model", served=", ".join(served) or "none",
+            )
+        self.resolve_model()
+
+    def version(self) -> str | None:
+        """vLLM's version (``/version``, asked once), or None for a server without it."""
+        if self._version is None:
+            try:
+                self._version = self.client.version() or ""
+            except errors.VLLMError:
+                self._version = ""
+        return self._version or None
 
     def resolve_model(self, requested: str | None = None) -> str:
         """The model to send: the requested one, the configured one, or the only one served."""
@@ -100,10 +127,21 @@ class Connection:
         )
 
     def max_model_len(self, model: str) -> int | None:
-        for entry in self.models():
+        """The model's context window when the model list (already fetched) says it."""
+        for entry in self._models or ():
             if entry.get("id") == model:
                 return entry.get("max_model_len")
         return None
+
+    def check_max_tokens(self, max_tokens: int, model: str | None, hint: str = "max_tokens_over_limit") -> None:
+        """Refuse a ``max_tokens`` the server would refuse on every request (over ``max_model_len``)."""
+        limit = self.max_model_len(model) if model else None
+        if limit is not None and max_tokens > limit:
+            raise errors.ParamError(
+                f"max_tokens={max_tokens} is more than {model}'s max_model_len of {limit}, so the server "
+                "would refuse every request.",
+                hint=hint, limit=limit,
+            )
 
 
 class _Answer:
@@ -158,6 +196,8 @@ class Response:
         self._mode = mode  # "add" a turn, "replace" the last one, or None: record nothing
         self._answer: _Answer | None = None
         self.turn: Turn | None = None
+        self.notes: list[str] = []
+        """What the user should know about the request (e.g. fields translated for this server)."""
 
     @property
     def ttft(self) -> float | None:
@@ -279,6 +319,8 @@ class Chat:
         self.connection = connection
         self.conversation = conversation if conversation is not None else Conversation(system=system)
         self.params, _ = validate(params)
+        self.model: str | None = None
+        """This conversation's own model; None: the connection's."""
 
     def __repr__(self) -> str:
         return (
@@ -305,11 +347,21 @@ class Chat:
         """
         merged, _ = validate({**self.params, **params})
         body: dict[str, Any] = {k: v for k, v in merged.items() if v is not None}
-        body["model"] = self.connection.resolve_model(model)
+        body["model"] = self.connection.resolve_model(model or self.model)
+        if "max_tokens" in body:
+            self.connection.check_max_tokens(body["max_tokens"], body["model"])
+        notes: list[str] = []
+        if any(name in body for name in GUIDED):
+            body, moved = translate_guided(body, self.connection.version())
+            if moved:
+                notes.append(f"{', '.join(moved)} moved into `structured_outputs`: vLLM "
+                             f"{self.connection.version()} ignores the old guided_* fields.")
         turns = self.conversation.turns[:-1] if _replace_last else self.conversation.turns
         body["messages"] = self.conversation.messages(prompt, turns=turns if record else [])
         mode = "replace" if _replace_last else ("add" if record else None)
-        return Response(self.conversation, self.connection.client, prompt, body, mode)
+        response = Response(self.conversation, self.connection.client, prompt, body, mode)
+        response.notes = notes
+        return response
 
     def ask(self, prompt: str, **kwargs: Any) -> Turn:
         """Send ``prompt`` and wait for the whole answer; returns the recorded :class:`Turn`."""

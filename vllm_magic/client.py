@@ -119,7 +119,15 @@ class Client:
 
     def models(self) -> list[dict[str, Any]]:
         """``GET /v1/models``: the served models with ``max_model_len``, ``root``, ``parent``..."""
-        return self.request("GET", "/v1/models").json().get("data", [])
+        body = self.request("GET", "/v1/models").json()
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise errors.UnexpectedResponse(
+                f"The server at {self.display_url} answered /v1/models in an unexpected shape "
+                f"({str(body)[:120]}).",
+                "Name the model to use; everything else works without the list.",
+            )
+        return data
 
     def health(self) -> bool:
         """``GET /health``: True when the engine is up."""

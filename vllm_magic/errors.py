@@ -16,6 +16,17 @@ import httpx
 # Module-level switch read by _render_traceback_: %vllm debug on|off flips it.
 show_tracebacks = False
 
+PYTHON_FIXES: dict[str, str] = {
+    "no_url": "Give one (`Chat('http://HOST:8000')`) or set VLLM_BASE_URL.",
+    "key_env_unset": "Set {name} in the environment, or pass `api_key=`.",
+    "no_conversation": "Existing ones: {existing}.",
+    "nothing_to_undo_load": "Nothing was replaced, so there is nothing to bring back.",
+    "unknown_model": "Served models: {served}. Pass one as `model=`.",
+    "max_tokens_over_limit": "Use at most `max_tokens={limit}` (better: leave room for the prompt).",
+    "cannot_ask_key": "Set VLLM_API_KEY, or pass `api_key=`.",
+}
+"""How a Python script is told to fix each hinted error."""
+
 
 class VLLMError(Exception):
     """Base of every error raised by vllm_magic.
@@ -23,6 +34,10 @@ class VLLMError(Exception):
     ``cause`` says what happened (including the server's own words, verbatim), ``fix`` says what to
     do. ``status`` and ``server_message`` carry the HTTP status and the server's message when there
     was a response.
+
+    The fix is data: ``hint`` names it and ``hint_args`` fill it in, so each view says it in its own
+    syntax (:data:`PYTHON_FIXES` here; the magics have the notebook's). A literal ``fix`` is for
+    advice that is the same everywhere.
     """
 
     def __init__(
@@ -32,12 +47,27 @@ class VLLMError(Exception):
         *,
         status: int | None = None,
         server_message: str | None = None,
+        hint: str | None = None,
+        **hint_args: Any,
     ) -> None:
         self.cause = cause
-        self.fix = fix
+        self.hint = hint
+        self.hint_args = hint_args
+        self.fix = fix or self.fix_in(PYTHON_FIXES)
         self.status = status
         self.server_message = server_message
         super().__init__(self.message)
+
+    def fix_in(self, fixes: dict[str, str]) -> str:
+        """The fix in a view's words: its template for :attr:`hint`, filled with :attr:`hint_args`."""
+        template = fixes.get(self.hint or "", "")
+        return template.format(**self.hint_args) if template else ""
+
+    def speak(self, fixes: dict[str, str]) -> VLLMError:
+        """Say the fix in a view's words (kept as it is when the view has none for this hint)."""
+        self.fix = self.fix_in(fixes) or self.fix
+        self.args = (self.message,)
+        return self
 
     @property
     def message(self) -> str:
@@ -91,6 +121,10 @@ class RateLimitError(VLLMError):
 
 class ServerError(VLLMError):
     """5xx after the bounded retries."""
+
+
+class UnexpectedResponse(VLLMError):
+    """The server answered 200 with a body of an unexpected shape."""
 
 
 class StreamError(VLLMError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import anywidget
@@ -17,13 +18,13 @@ import traitlets
 
 from . import errors
 from .conversation import Turn
-from .params import parse_value, validate
+from .params import parse_value
 from .render import CSS, footer_html, footer_text, markdown_to_html
 from .sinks import CellSink
 
 if TYPE_CHECKING:
     from .chat import Response
-    from .magics import VLLMMagics
+    from .session import Session
 
 PANEL_CSS = """<style>
 .vllm-magic-panel .vm-user{background:var(--jp-layout-color2,#eee);border-radius:6px;padding:.3em .7em;margin:.4em 0 .2em 15%}
@@ -36,6 +37,8 @@ PANEL_CSS = """<style>
 class ChatInput(anywidget.AnyWidget):
     """A multi-line box: Enter sends, Shift+Enter starts a new line (ipywidgets has no key events)."""
 
+    # The box clears itself when it sends, so text typed while the kernel starts the answer stays;
+    # while ``busy`` (an answer is streaming) Enter keeps the text where it is.
     _esm = """
     function render({ model, el }) {
       const area = document.createElement("textarea");
@@ -47,7 +50,12 @@ class ChatInput(anywidget.AnyWidget):
       area.addEventListener("keydown", (event) => {
         if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
           event.preventDefault();
-          model.send({ type: "submit", text: area.value });
+          if (model.get("busy") || !area.value.trim()) return;
+          const text = area.value;
+          area.value = "";
+          model.set("value", "");
+          model.save_changes();
+          model.send({ type: "submit", text });
         }
       });
       model.on("change:value", () => { if (area.value !== model.get("value")) area.value = model.get("value"); });
@@ -62,24 +70,23 @@ class ChatInput(anywidget.AnyWidget):
       border: 1px solid var(--jp-border-color1); border-radius: 4px; }
     """
     value = traitlets.Unicode("").tag(sync=True)
+    busy = traitlets.Bool(False).tag(sync=True)
 
 
 class ChatPanel:
     """Widgets over one named conversation of the notebook; ``.widget`` is what gets displayed."""
 
-    def __init__(self, magics: VLLMMagics, name: str = "default") -> None:
-        self._magics = magics
-        self.chat = magics.chat_for(name)
+    def __init__(self, session: Session, name: str = "default") -> None:
+        self._session = session
+        self.chat = session.chat(name)
         self._task: asyncio.Task | None = None
         self._stopping = False  # set by Stop, so a cancellation from elsewhere is told apart
         self._live: widgets.VBox | None = None  # the answer being streamed
         self._live_views: dict[str, widgets.HTML] = {}  # its outputs, by CellSink display id
         self._turn_views: dict[int, widgets.HTML] = {}
 
-        connection = self.chat.connection
-        self.model = widgets.Dropdown(options=[m["id"] for m in connection.models()],
-                                      value=connection.resolve_model(), description="model",
-                                      layout=widgets.Layout(width="auto"))
+        self.model = widgets.Dropdown(description="model", layout=widgets.Layout(width="auto"))
+        self._show_models()
         self.temperature = self._param_box("temperature")
         self.max_tokens = self._param_box("max_tokens")
         self.clear = widgets.Button(description="Clear", icon="trash", tooltip="Forget this conversation")
@@ -103,10 +110,12 @@ class ChatPanel:
 
         self.model.observe(self._model_changed, "value")
         self.clear.on_click(lambda _: self.chat.reset())
-        self.send.on_click(lambda _: self.submit(self.input.value))
+        self.send.on_click(lambda _: self._send_typed())
         self.stop.on_click(lambda _: self.cancel())
         self.input.on_msg(lambda _, content, __: self.submit(content.get("text", "")))
         self.chat.conversation.on_change(lambda _: self.refresh())
+        session.observe(lambda _: self._show_params(), "params")
+        session.observe(lambda _: self._connection_changed(), "connection")
         self.refresh()
 
     # -- actions -------------------------------------------------------------------------------
@@ -120,13 +129,19 @@ class ChatPanel:
             return
         self.error.value = ""
         try:
-            response = self.chat.stream(text, **self._magics.session_params)
+            response = self.chat.stream(text, **self._session.request_params())
         except errors.VLLMError as exc:
             self._show_error(exc)
             return
-        self.input.value = ""
-        self.stop.disabled, self.send.disabled = False, True
+        self.stop.disabled, self.send.disabled, self.input.busy = False, True, True
         self._task = asyncio.ensure_future(self._stream(response))
+
+    def _send_typed(self) -> None:
+        """The Send button: what the box holds becomes the next turn, unless an answer is streaming."""
+        if self.streaming or not self.input.value.strip():
+            return
+        text, self.input.value = self.input.value, ""
+        self.submit(text)
 
     def cancel(self) -> None:
         """Stop the answer now; the connection closes and the partial answer is kept."""
@@ -142,7 +157,7 @@ class ChatPanel:
         answer = widgets.VBox()
         answer.add_class("vm-live")
         self._live = widgets.VBox([widgets.HTML(f'<div class="vm-user">{markdown_to_html(response.prompt)}</div>'), answer])
-        sink = CellSink(rate=self._magics.render_rate, publish=self._publish)
+        sink = CellSink(rate=self._session.render_rate, publish=self._publish)
         self.refresh()
         sink.start()
         try:
@@ -160,7 +175,7 @@ class ChatPanel:
         finally:
             self._stopping = False
             self._live, self._live_views = None, {}
-            self.stop.disabled, self.send.disabled = True, False
+            self.stop.disabled, self.send.disabled, self.input.busy = True, False, False
             self.refresh()
 
     def _publish(self, display_id: str, bundle: dict[str, Any], update: bool) -> None:
@@ -206,10 +221,14 @@ class ChatPanel:
         except errors.VLLMError:
             self.gauge_label.value = "<small>context: n/a (the server has no /tokenize)</small>"
             return
-        self.gauge.max = max(counted["max_model_len"], 1)
-        self.gauge.value = min(counted["count"], self.gauge.max)
-        self.gauge_label.value = (f"<small style='white-space:nowrap'>{counted['count']} / "
-                                  f"{counted['max_model_len']} tokens</small>")
+        count, limit = counted["count"], counted["max_model_len"]
+        self.gauge.max = max(limit, 1)
+        self.gauge.value = min(count, self.gauge.max)
+        over = count >= limit
+        self.gauge.bar_style = "danger" if over else ""
+        warning = (" <span class='vm-warn'>\u26a0 over the limit: the next message will be refused. "
+                   "Clear the conversation, or drop turns with %vllm undo.</span>") if over else ""
+        self.gauge_label.value = f"<small style='white-space:nowrap'>{count} / {limit} tokens{warning}</small>"
 
     def _show_error(self, error: errors.VLLMError) -> None:
         self.error.value = f'<div class="vllm-magic-panel"><div class="vm-error">{html.escape(error.message)}</div></div>'
@@ -224,13 +243,11 @@ class ChatPanel:
         return box
 
     def _param_changed(self, name: str, text: str) -> None:
-        params = dict(self._magics.session_params)
-        if text.strip():
-            params[name] = parse_value(text.strip())
-        else:
-            params.pop(name, None)
         try:
-            self._magics.session_params = validate(params)[0]
+            if text.strip():
+                self._session.set_params({name: parse_value(text.strip())})
+            else:
+                self._session.set_params({}, unset=[name])
         except errors.ParamError as exc:
             self._show_error(exc)
             return
@@ -238,25 +255,41 @@ class ChatPanel:
 
     def _show_params(self) -> None:
         for name, box in (("temperature", self.temperature), ("max_tokens", self.max_tokens)):
-            value = self._magics.session_params.get(name)
+            value = self._session.params.get(name)
             box.value = "" if value is None else str(value)
 
+    def _show_models(self) -> None:
+        connection = self.chat.connection
+        self.model.options = [m["id"] for m in connection.models()]
+        self.model.value = self.chat.model or connection.resolve_model()
+
+    def _connection_changed(self) -> None:
+        self.chat.model = None  # a model of the old server means nothing to the new one
+        self._show_models()
+
     def _model_changed(self, change: dict[str, Any]) -> None:
-        self.chat.connection.model = change["new"]
+        """This conversation's own model: other conversations keep theirs."""
+        if change["new"] is not None and change["new"] != self.chat.connection.resolve_model():
+            self.chat.model = change["new"]
+        else:
+            self.chat.model = None
         asyncio.ensure_future(self._update_gauge())
 
 
-def panel_for(magics: VLLMMagics, name: str = "default") -> ChatPanel:
-    """The kernel's panel for conversation ``name`` (made once: every display shows the same one)."""
-    if name not in magics.panels:
-        magics.panels[name] = ChatPanel(magics, name)
-    return magics.panels[name]
+_panels: weakref.WeakKeyDictionary[Session, dict[str, ChatPanel]] = weakref.WeakKeyDictionary()
+
+
+def panel_for(session: Session, name: str = "default") -> ChatPanel:
+    """The session's panel for conversation ``name`` (made once: every display shows the same one)."""
+    panels = _panels.setdefault(session, {})
+    if name not in panels:
+        panels[name] = ChatPanel(session, name)
+    return panels[name]
 
 
 def sidebar_model_id() -> str:
     """The model id of this kernel's panel, for the JupyterLab sidebar to render (its contract)."""
-    from IPython import get_ipython
+    from .session import current_session
 
-    magics = get_ipython().magics_manager.registry["VLLMMagics"]
-    return panel_for(magics).widget.model_id
+    return panel_for(current_session()).widget.model_id
 

@@ -53,6 +53,34 @@ RESERVED = {
 }
 
 
+GUIDED = {"guided_json": "json", "guided_choice": "choice", "guided_regex": "regex", "guided_grammar": "grammar"}
+"""vLLM's constraint fields before 0.12 -> their keys in ``structured_outputs`` since."""
+
+
+def translate_guided(params: dict[str, Any], version: str | None) -> tuple[dict[str, Any], list[str]]:
+    """Move the old ``guided_*`` fields into ``structured_outputs`` for vLLM 0.12 and newer.
+
+    Those servers ignore the old fields silently (HTTP 200, unconstrained output), so an old
+    notebook would lose its constraint without a word. Returns the params and the names moved.
+    """
+    old = [name for name in GUIDED if name in params]
+    if not old or not _release_at_least(version, (0, 12)):
+        return params, []
+    moved = {name: value for name, value in params.items() if name not in GUIDED}
+    moved["structured_outputs"] = {**(params.get("structured_outputs") or {}),
+                                   **{GUIDED[name]: params[name] for name in old}}
+    return moved, old
+
+
+def _release_at_least(version: str | None, release: tuple[int, ...]) -> bool:
+    numbers = []
+    for part in (version or "").split("+")[0].split(".")[: len(release)]:
+        if not part.isdigit():
+            return False
+        numbers.append(int(part))
+    return bool(numbers) and tuple(numbers) >= release
+
+
 def parse_value(text: str) -> Any:
     """``0.7`` -> 0.7, ``true`` -> True, ``["a","b"]`` -> list, anything else stays a string."""
     for parse in (json.loads, ast.literal_eval):

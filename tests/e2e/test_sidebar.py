@@ -132,7 +132,7 @@ def test_a_cell_opens_the_sidebar(page: Page, lab_server: LabServer) -> None:
 
     expect(chat_panel(page)).to_be_visible()
     # The request was replaced by text once rendered: saving the notebook does not keep it.
-    expect(cell_outputs(page, 1)).to_have_text("Opened the vLLM chat sidebar (JupyterLab, right side).")
+    expect(cell_outputs(page, 1)).to_have_text("Asked JupyterLab to open the vLLM chat sidebar (right side); other front ends have no sidebar: use `%vllm panel` there.")
     assert_sidebar_widgets_render(page)
     assert_no_widget_errors(page)
 

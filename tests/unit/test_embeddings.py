@@ -16,7 +16,7 @@ import pytest
 from nbclient import NotebookClient
 
 from tests.loopback import LoopbackServer, Reply
-from tests.unit.test_magics import ENV, Shell, ipython_shell
+from tests.unit.notebook_shell import ENV, Shell, ipython_shell
 from vllm_magic import embed, errors
 from vllm_magic.embeddings import _batches, _Job
 from vllm_magic.progress import Progress
@@ -329,7 +329,7 @@ def test_magic_model_from_option_config_or_env(ip: Shell, server: LoopbackServer
     monkeypatch.setenv("VLLM_EMBEDDING_MODEL", "nope3")
     ip.shell.config.pop("VLLMMagics", None)
     ip.magics.embedding_model = None
-    ip.magics.embeddings = None
+    ip.magics.session.embeddings = None
     ip.fails("%vllm embed 'a'", errors.NotFoundError)
     assert [body["model"] for body in sent(server)] == ["nope", "nope2", "nope3"]
 

@@ -2,71 +2,19 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
-from IPython.testing.globalipapp import start_ipython
 
 import vllm_magic
 from tests.loopback import LoopbackServer, Reply
+from tests.unit.notebook_shell import ENV, Shell, chat_bodies, ipython_shell
 from vllm_magic import errors
 from vllm_magic.sinks import PlainSink
-
-
-def ipython_shell() -> InteractiveShell:
-    """The test session's one IPython shell (IPython allows a single global instance)."""
-    return start_ipython() or InteractiveShell.instance()
-
-
-ENV = ("VLLM_BASE_URL", "VLLM_API_KEY", "VLLM_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY")
-
-
-class Shell:
-    """An IPython shell with the extension freshly loaded; ``run`` returns (result, printed text)."""
-
-    def __init__(self, shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
-        self.shell = shell
-        self.capsys = capsys
-        vllm_magic.load_ipython_extension(shell)
-        self.magics = shell.magics_manager.registry["VLLMMagics"]
-
-    def run(self, source: str) -> tuple[ExecutionResult, str]:
-        self.capsys.readouterr()
-        result = self.shell.run_cell(source)
-        return result, self.capsys.readouterr().out
-
-    def ok(self, source: str) -> str:
-        result, out = self.run(source)
-        assert result.success, out
-        return out
-
-    def fails(self, source: str, error: type[BaseException]) -> str:
-        result, out = self.run(source)
-        assert isinstance(result.error_in_exec, error), (result.error_in_exec, out)
-        assert "Traceback" not in out, "errors show one paragraph, not a traceback"
-        return out
-
-    @property
-    def turns(self):
-        return self.magics.chats["default"].conversation.turns
-
-
-@pytest.fixture
-def ip(loopback: LoopbackServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Shell]:
-    for name in ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("VLLM_BASE_URL", loopback.base_url + "/v1/")
-    shell = ipython_shell()
-    yield Shell(shell, capsys)
-    errors.show_tracebacks = False
-    shell.config.pop("VLLMMagics", None)  # %config settings of one test must not reach the next
-
-
-def chat_bodies(server: LoopbackServer) -> list[dict]:
-    return [r.json for r in server.requests if r.path == "/v1/chat/completions"]
 
 
 # -- the happy path ------------------------------------------------------------------------------
@@ -242,15 +190,15 @@ def test_save_and_load_never_store_the_key(tmp_path: Path, monkeypatch: pytest.M
         shell = Shell(ipython_shell(), capsys)
         outputs = [shell.ok(f"%vllm connect {server.base_url}"), shell.ok("%%chat\nhello"),
                    shell.ok(f"%vllm save {tmp_path / 'c.json'}"), shell.ok("%vllm status"),
-                   repr(shell.magics.connection), repr(shell.magics.chats["default"]),
-                   repr(shell.magics.connection.client)]
+                   repr(shell.magics.session.connection), repr(shell.magics.session.chat()),
+                   repr(shell.magics.session.connection.client)]
         saved = (tmp_path / "c.json").read_text()
         assert key not in saved and all(key not in o for o in outputs)
         assert "API key: from VLLM_API_KEY" in outputs[0]
         shell.ok("%vllm reset")
         assert "Loaded 1 turns" in shell.ok(f"%vllm load {tmp_path / 'c.json'}")
         assert json.loads(saved)["turns"][0]["prompt"] == "hello"
-        assert len(shell.magics.chats["default"].conversation) == 1
+        assert len(shell.turns) == 1
 
 
 def test_status_hides_url_credentials(ip: Shell, loopback: LoopbackServer) -> None:
@@ -313,9 +261,12 @@ def test_missing_key_is_asked_for_with_getpass(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setattr("getpass.getpass", lambda prompt: "typed-key")
         shell = Shell(ipython_shell(), capsys)
         out = shell.ok(f"%vllm connect {server.base_url}")
-        assert "API key: none" not in out or "typed-key" not in out
+        assert "API key: typed in" in out and "typed-key" not in out
         shell.ok("%%chat\nhi")
-        assert "typed-key" not in out
+        monkeypatch.setattr("getpass.getpass", lambda prompt: pytest.fail("asked for the key again"))
+        out = shell.ok(f"%vllm connect {server.base_url}/v1")
+        assert "API key: typed in" in out, "a typed key is kept for the session"
+        assert "typed-key" not in out + shell.ok("%vllm status")
 
 
 def test_unknown_model_lists_the_valid_ones(ip: Shell) -> None:
@@ -407,3 +358,88 @@ def test_debug_on_shows_tracebacks(ip: Shell) -> None:
     result, out = ip.run("%vllm connect http://no-such-host.invalid:8000")
     assert isinstance(result.error_in_exec, errors.ConnectError) and "Traceback" in out
     ip.ok("%vllm debug off")
+
+
+# -- the first hour's rough edges ------------------------------------------------------------------
+
+
+def test_panel_and_sidebar_need_jupyter_and_break_nothing_in_a_terminal(ip: Shell) -> None:
+    from IPython.core.error import UsageError
+
+    for line in ("%vllm panel", "%vllm sidebar"):
+        result, out = ip.run(line)
+        assert isinstance(result.error_in_exec, UsageError) and "needs Jupyter" in str(result.error_in_exec)
+        assert "opened" not in (out + str(result.error_in_exec)).lower()
+    ip.ok("%%chat\nstill works")
+    ip.ok("%vllm retry")
+    assert "Dropped the last turn" in ip.ok("%vllm undo")
+
+
+def test_connect_checks_the_model_against_the_served_list(ip: Shell, loopback: LoopbackServer) -> None:
+    out = ip.fails(f"%vllm connect {loopback.base_url} --model nope", errors.ConfigError)
+    assert "does not serve 'nope'" in out and "Served models: tiny-chat" in out and "--model" in out
+    assert "model tiny-chat" in ip.ok(f"%vllm connect {loopback.base_url} --model tiny-chat")
+
+
+def test_a_server_without_a_model_list_is_accepted_with_a_note(ip: Shell) -> None:
+    class NoModelList(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"detail": "Not Found"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoModelList) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        out = ip.ok(f"%vllm connect http://127.0.0.1:{server.server_port} --model tiny-chat")
+        server.shutdown()
+    assert "Note: The server's model list is unavailable" in out and "using 'tiny-chat' as given" in out
+
+
+def test_max_tokens_is_checked_against_the_models_limit(ip: Shell, loopback: LoopbackServer) -> None:
+    ip.ok(f"%vllm connect {loopback.base_url}")
+    out = ip.fails("%vllm params max_tokens=100000", errors.ParamError)
+    assert "max_model_len of 512" in out and "%vllm params max_tokens=N" in out and "at most 512" in out
+    assert "max_tokens" not in ip.ok("%vllm params"), "a refused value is not kept"
+    out = ip.fails("%%chat --max-tokens 100000\nhi", errors.ParamError)
+    assert "--max-tokens" in out and "%vllm params" not in out
+    assert not chat_bodies(loopback), "nothing was sent"
+
+
+def test_old_guided_fields_reach_a_new_vllm_as_structured_outputs(ip: Shell, loopback: LoopbackServer) -> None:
+    out = ip.ok("%vllm params guided_choice='[\"yes\", \"no\"]'")
+    out = ip.ok("%%chat\nyes or no?") + ip.ok("%%chat\nagain?")
+    body = chat_bodies(loopback)[-1]
+    assert body["structured_outputs"] == {"choice": ["yes", "no"]} and "guided_choice" not in body
+    assert out.count("Note: guided_choice moved into `structured_outputs`") == 1, "said once"
+
+
+def test_load_says_what_it_replaced_and_can_bring_it_back(ip: Shell, tmp_path: Path) -> None:
+    ip.ok("%%chat\nsaved turn")
+    ip.ok(f"%vllm save {tmp_path / 'c.json'}")
+    ip.ok("%%chat\nsecond")
+    ip.ok("%%chat\nthird")
+    out = ip.ok(f"%vllm load {tmp_path / 'c.json'}")
+    assert "Loaded 1 turns" in out and "replacing its 3 turns" in out and "--undo" in out
+    assert [t.prompt for t in ip.turns] == ["saved turn"]
+    assert "3 turns" in ip.ok("%vllm load --undo")
+    assert [t.prompt for t in ip.turns] == ["saved turn", "second", "third"]
+
+
+def test_help_for_the_commands_and_the_cell(ip: Shell) -> None:
+    synopsis = ip.ok("%vllm help")
+    assert "%vllm connect" in synopsis and "%vllm params" in synopsis and "--temperature" not in synopsis
+    assert ip.ok("%vllm help params") == ip.ok("%vllm params -h")
+    assert "--unset NAME" in ip.ok("%vllm params -h")
+    assert "%vllm connect" in ip.shell.find_line_magic("vllm").__doc__
+    assert ip.shell.find_cell_magic("chat").__doc__.lstrip(": \n").startswith("%%chat")
+
+
+def test_status_shows_the_embeddings_server(ip: Shell, loopback: LoopbackServer) -> None:
+    with LoopbackServer(models=(), embedding_models=("emb",)) as embeddings:
+        ip.ok(f"%vllm connect {loopback.base_url} --embeddings {embeddings.base_url}")
+        out = ip.ok("%vllm status")
+    assert f"embeddings: {embeddings.base_url}/v1 · model emb · health: ok" in out

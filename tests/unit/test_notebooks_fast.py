@@ -23,7 +23,7 @@ def test_panel_notebook_runs(loopback: LoopbackServer) -> None:
     panel = next(c for c in code if c.source == "%vllm panel")
     assert panel.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]
     sidebar = next(c for c in code if c.source == "%vllm sidebar")
-    assert sidebar.outputs[0].data == {"text/plain": "Opened the vLLM chat sidebar (JupyterLab, right side)."}, \
+    assert sidebar.outputs[0].data == {"text/plain": "Asked JupyterLab to open the vLLM chat sidebar (right side); other front ends have no sidebar: use `%vllm panel` there."}, \
         "the saved notebook keeps no request that would reopen the sidebar"
     states = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     texts = " ".join(str(s["state"].get("value", "")) for s in states.values())

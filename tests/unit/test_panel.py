@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.loopback import LoopbackServer, Reply
-from tests.unit.test_magics import ENV, Shell, chat_bodies, ipython_shell
+from tests.unit.notebook_shell import ENV, Shell, chat_bodies, ipython_shell
 from vllm_magic.panel import ChatPanel
 
 
@@ -46,7 +46,7 @@ def test_send_streams_rendered_markdown_and_shares_the_conversation(ip: Shell) -
     server: LoopbackServer = ip.server
 
     async def scenario() -> None:
-        panel = ChatPanel(ip.magics)
+        panel = ChatPanel(ip.magics.session)
         server.push(Reply.tokens(["Hello", " **there**"], finish_reason="stop"))
         panel.submit("Hi from the panel")
         assert panel.streaming and not panel.stop.disabled and panel.input.value == ""
@@ -63,19 +63,20 @@ def test_send_streams_rendered_markdown_and_shares_the_conversation(ip: Shell) -
     run(scenario)
 
 
-def test_panel_magic_shows_one_panel_per_conversation(ip: Shell) -> None:
+def test_panel_magic_shows_one_panel_per_conversation(ip: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ip.shell, "kernel", object(), raising=False)  # as in a Jupyter kernel
+
     async def scenario() -> None:
         first = ip.shell.run_line_magic("vllm", "panel")
         assert ip.shell.run_line_magic("vllm", "panel") is first
         assert ip.shell.run_line_magic("vllm", "panel -c side") is not first
-        assert set(ip.magics.panels) == {"default", "side"}
 
     run(scenario)
 
 
 def test_enter_in_the_input_sends(ip: Shell) -> None:
     async def scenario() -> None:
-        panel = ChatPanel(ip.magics)
+        panel = ChatPanel(ip.magics.session)
         panel.input._handle_custom_msg({"type": "submit", "text": "typed"}, [])
         await panel._task
         assert ip.turns[-1].prompt == "typed"
@@ -87,7 +88,7 @@ def test_stop_closes_the_connection_and_keeps_the_partial_answer(ip: Shell) -> N
     server: LoopbackServer = ip.server
 
     async def scenario() -> None:
-        panel = ChatPanel(ip.magics)
+        panel = ChatPanel(ip.magics.session)
         server.push(Reply.until_disconnect("tok ", delay=0.005))
         panel.submit("go on forever")
         await until(lambda: bool(panel._live_views) and "tok" in "".join(v.value for v in panel._live_views.values()))
@@ -105,7 +106,7 @@ def test_errors_show_in_the_panel_and_add_nothing(ip: Shell) -> None:
     server: LoopbackServer = ip.server
 
     async def scenario() -> None:
-        panel = ChatPanel(ip.magics)
+        panel = ChatPanel(ip.magics.session)
         server.push(Reply.status(500, {"error": {"message": "engine dead", "type": "InternalServerError", "code": 500}}))
         panel.submit("hi")
         await panel._task
@@ -119,22 +120,21 @@ def test_clear_model_switch_and_params_are_the_notebooks(ip: Shell) -> None:
     server: LoopbackServer = ip.server
 
     async def scenario() -> None:
-        panel = ChatPanel(ip.magics)
+        panel = ChatPanel(ip.magics.session)
         ip.ok("%%chat\nfirst")
         panel.clear.click()
         assert ip.turns == [] and transcript_html(panel) == ""
         panel.model.value = "other"
         panel.temperature.value = "0.3"
         panel.max_tokens.value = "5"
-        assert ip.magics.session_params == {"temperature": 0.3, "max_tokens": 5}
+        assert ip.magics.session.params == {"temperature": 0.3, "max_tokens": 5}
         panel.submit("with params")
         await panel._task
         body = chat_bodies(server)[-1]
         assert body["model"] == "other" and body["temperature"] == 0.3 and body["max_tokens"] == 5
         panel.temperature.value = "-1"
         assert "`temperature` must be a number &gt;= 0" in panel.error.value
-        assert ip.magics.session_params["temperature"] == 0.3
-        ip.magics.panels["default"] = panel
+        assert ip.magics.session.params["temperature"] == 0.3
         ip.ok("%vllm params max_tokens=7")
         assert panel.max_tokens.value == "7", "the panel shows params set by %vllm params"
 

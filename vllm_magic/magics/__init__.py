@@ -1,0 +1,105 @@
+"""IPython glue: ``%%chat`` / ``%%vllm`` cells and ``%vllm`` line commands over one :class:`Session`.
+
+Only argument parsing, notebook helpers and choosing where output goes live here; HTTP, SSE and
+rendering live in the engine. ``%config VLLMMagics.<name>`` settings flow into the session.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import StdinNotImplementedError
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class
+from traitlets import Bool, Dict, Float, Unicode, dlink
+
+from .. import errors
+from ..session import Session, ask_key_with_getpass, set_current_session
+from . import commands, data  # noqa: F401 - they register the %vllm commands
+from .cell import chat_options, run_cell
+from .registry import run_line, synopsis
+from .words import NOTEBOOK_FIXES
+
+SETTINGS = ("base_url", "model", "embedding_model", "api_key_env", "timeout", "params", "system_prompt",
+            "render_rate", "show_reasoning", "send_reasoning")
+
+
+def in_notebook_words(method: Callable) -> Callable:
+    """Errors leaving a magic say their fix in magic syntax."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except errors.VLLMError as exc:
+            raise exc.speak(NOTEBOOK_FIXES) from exc.__cause__
+
+    return wrapper
+
+
+def _trait_of_session(name: str) -> Any:
+    """The session's trait ``name`` as a configurable trait of the magics (same default and help)."""
+    trait = Session.class_traits()[name]
+    kind = {Unicode: Unicode, Float: Float, Dict: Dict, Bool: Bool}[type(trait)]
+    return kind(trait.default_value, allow_none=trait.allow_none, help=trait.help).tag(config=True)
+
+
+@magics_class
+class VLLMMagics(Magics):
+    """Chat with a vLLM (or OpenAI-compatible) server from notebook cells.
+
+    Settings (``%config VLLMMagics.<name> = value`` or ipython_config.py); environment variables
+    VLLM_BASE_URL, VLLM_API_KEY, VLLM_MODEL (then OPENAI_BASE_URL, OPENAI_API_KEY) come first.
+    """
+
+    base_url = _trait_of_session("base_url")
+    model = _trait_of_session("model")
+    embedding_model = _trait_of_session("embedding_model")
+    api_key_env = _trait_of_session("api_key_env")
+    timeout = _trait_of_session("timeout")
+    params = _trait_of_session("params")
+    system_prompt = _trait_of_session("system_prompt")
+    render_rate = _trait_of_session("render_rate")
+    show_reasoning = _trait_of_session("show_reasoning")
+    send_reasoning = _trait_of_session("send_reasoning")
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.session = Session(ask_key=self._ask_key)
+        for name in SETTINGS:
+            dlink((self, name), (self.session, name))
+        self.shown_notes: set[str] = set()
+        set_current_session(self.session)
+
+    def _ask_key(self, prompt: str) -> str:
+        try:
+            return ask_key_with_getpass(prompt)
+        except StdinNotImplementedError:
+            raise errors.AuthError(
+                "The server wants an API key and none was found in VLLM_API_KEY or OPENAI_API_KEY; "
+                "this kernel cannot prompt for one.",
+                hint="cannot_ask_key",
+            ) from None
+
+    @line_cell_magic
+    @in_notebook_words
+    def vllm(self, line: str, cell: str | None = None) -> Any:
+        if cell is None:
+            return run_line(self, line)
+        return run_cell(self, line, cell)
+
+    @chat_options
+    @cell_magic
+    @in_notebook_words
+    def chat(self, line: str, cell: str) -> None:
+        """Send the cell to the model and stream the answer as rendered Markdown.
+
+        The conversation continues across cells (one per notebook); ``-c NAME`` keeps side
+        conversations. The prompt is sent exactly as written; braces are only expanded with
+        ``--interpolate``. ``%vllm help`` lists the line commands (connect, params, usage...).
+        """
+        run_cell(self, line, cell)
+
+
+VLLMMagics.vllm.__doc__ = synopsis()

@@ -1,0 +1,209 @@
+"""The ``%vllm`` commands on the session: connection, parameters, conversations, views."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+
+from .. import errors
+from ..chat import Connection
+from ..params import parse_assignments
+from ..render import conversation_html, conversation_text
+from .cell import show
+from .notebook import in_kernel, preview
+from .registry import CONVERSATION, arg, command
+
+if TYPE_CHECKING:
+    from . import VLLMMagics
+
+
+@command(
+    "connect", "connect to a server and check it (the key is never echoed)",
+    arg("url", nargs="?", help="http://HOST:PORT, with or without /v1 (default: VLLM_BASE_URL)"),
+    arg("--model", help="the model to chat with (default: the only one served)"),
+    arg("--embeddings", metavar="URL", help="a separate server for %%vllm embed"),
+    arg("--embedding-model", metavar="NAME", help="the embedding model (default: the only one served)"),
+    arg("--api-key-env", metavar="NAME", help="environment variable with the key (default: VLLM_API_KEY)"),
+    arg("--ask-key", action="store_true", help="type the key in (kept in memory for this session only)"),
+    arg("--timeout", type=float, metavar="S", help="seconds to wait for the server"),
+)
+def connect(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    session = magics.session
+    notes = session.connect(args.url, model=args.model, api_key_env=args.api_key_env, ask_key=args.ask_key,
+                            timeout=args.timeout, embeddings_url=args.embeddings,
+                            embedding_model=args.embedding_model)
+    for note in notes:
+        print(f"Note: {note}")
+    print(describe(session.current_connection()))
+    if session.embeddings is not None:
+        print(f"Embeddings: {session.embeddings.client.display_url} · model {session.embeddings.model or '?'}")
+
+
+def describe(connection: Connection) -> str:
+    model = connection.model or "?"
+    limit = connection.max_model_len(model) if connection.model else None
+    limit_text = f" (max_model_len {limit})" if limit else ""
+    return (f"Connected to {connection.client.display_url} · model {model}{limit_text} · "
+            f"API key: {connection.key_source}")
+
+
+@command("models", "the served models, as a DataFrame")
+def models(magics: VLLMMagics, args: argparse.Namespace) -> Any:  # -> pandas.DataFrame
+    import pandas as pd
+
+    rows = magics.session.current_connection().models(refresh=True)
+    columns = ["id", "max_model_len", "root", "parent", "owned_by"]
+    return pd.DataFrame([{c: m.get(c) for c in columns} for m in rows], columns=columns)
+
+
+@command(
+    "params", "show or set the sampling parameters of every cell",
+    arg("assignments", nargs="*", metavar="NAME=VALUE",
+        help="e.g. temperature=0.7 max_tokens=512 top_k=40 (any vLLM parameter passes through)"),
+    arg("--unset", action="append", default=[], metavar="NAME", help="remove a parameter (repeatable)"),
+)
+def params(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    session = magics.session
+    unset = [name.replace("-", "_") for name in args.unset]
+    for name in session.set_params(parse_assignments(args.assignments), unset):
+        print(f"Note: `{name}` is not a parameter vllm_magic checks; it is passed to vLLM as is.")
+    if not session.params:
+        print("No parameters set: the server's defaults apply.")
+    for name, value in session.params.items():
+        print(f"{name} = {value!r}")
+
+
+@command("usage", "token usage and timings per turn, as a DataFrame", CONVERSATION)
+def usage(magics: VLLMMagics, args: argparse.Namespace) -> Any:  # -> pandas.DataFrame
+    return magics.session.existing_chat(args.conversation).usage()
+
+
+@command("history", "the conversation so far", CONVERSATION)
+def history(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    conversation = magics.session.existing_chat(args.conversation).conversation
+    if in_kernel(magics.shell):
+        from IPython.display import HTML, display
+
+        display(HTML(conversation_html(conversation)))
+    else:
+        print(conversation_text(conversation))
+
+
+@command("reset", "forget the conversation (the system prompt stays)", CONVERSATION,
+         arg("--all", action="store_true", help="every conversation"))
+def reset(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    session = magics.session
+    targets = list(session.chats.values()) if args.all else [session.existing_chat(args.conversation)]
+    for chat in targets:
+        chat.reset()
+    print(f"Conversation{'s' if len(targets) > 1 else ''} cleared.")
+
+
+@command("undo", "drop the last turn", CONVERSATION)
+def undo(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    turn = magics.session.existing_chat(args.conversation).undo()
+    print("Nothing to undo." if turn is None else f"Dropped the last turn (prompt: {preview(turn.prompt)}).")
+
+
+@command("retry", "ask the last prompt again (the new answer replaces the old one)", CONVERSATION)
+def retry(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    session = magics.session
+    show(magics, session.existing_chat(args.conversation).retry(**session.request_params()))
+
+
+@command("system", "show or set the system prompt", CONVERSATION,
+         arg("text", nargs="*", help="the new system prompt"),
+         arg("--clear", action="store_true", help="remove the system prompt"))
+def system(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    conversation = magics.session.existing_chat(args.conversation).conversation
+    if args.clear:
+        conversation.set_system(None)
+    elif args.text:
+        conversation.set_system(" ".join(args.text))
+    print(f"System prompt: {conversation.system!r}" if conversation.system else "No system prompt.")
+
+
+@command("save", "save the conversation as JSON (never the API key)", CONVERSATION, arg("path"))
+def save(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    path = magics.session.existing_chat(args.conversation).conversation.save(args.path)
+    print(f"Saved {args.conversation!r} to {path}.")
+
+
+@command("load", "load a saved conversation, replacing this one (--undo brings it back)", CONVERSATION,
+         arg("path", nargs="?"),
+         arg("--undo", action="store_true", help="bring back what the last load replaced"))
+def load(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    session = magics.session
+    if args.undo:
+        restored = session.undo_load(args.conversation)
+        print(f"Brought back {args.conversation!r} as it was before the load ({len(restored)} turns).")
+        return
+    if not args.path:
+        raise UsageError("`%vllm load` needs a PATH (or `--undo`).")
+    loaded, replaced = session.load(args.conversation, args.path)
+    said = f"Loaded {len(loaded)} turns into {args.conversation!r}"
+    if replaced is not None:
+        said += f", replacing its {len(replaced)} turns (`%vllm load --undo` brings them back)"
+    print(said + ".")
+
+
+@command("status", "server health, vLLM version, models, URL (credentials hidden), conversations")
+def status(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    session = magics.session
+    connection = session.current_connection()
+    print(describe(connection))
+    print(_health_line(connection))
+    names = ", ".join(m["id"] for m in connection.models(refresh=True))
+    chats = ", ".join(f"{n} ({len(c.conversation)} turns)" for n, c in session.chats.items()) or "none yet"
+    print(f"models: {names} · conversations: {chats}")
+    if session.embeddings is not None and session.embeddings.client is not connection.client:
+        embeddings = session.embeddings
+        print(f"embeddings: {embeddings.client.display_url} · model {embeddings.model or '?'} · "
+              + _health_line(embeddings))
+
+
+def _health_line(connection: Connection) -> str:
+    client = connection.client
+    try:
+        health = "ok" if client.health() else "NOT OK"
+    except errors.VLLMError as exc:
+        health = f"unknown ({exc.cause})"
+    return f"health: {health} · vLLM version: {client.version() or 'unknown'}"
+
+
+@command("debug", "full tracebacks instead of one-paragraph errors", arg("state", choices=["on", "off"]))
+def debug(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    errors.show_tracebacks = args.state == "on"
+    print(f"Full tracebacks {args.state}.")
+
+
+@command("panel", "a chat panel (widgets) on this notebook's conversation", CONVERSATION)
+def panel(magics: VLLMMagics, args: argparse.Namespace) -> Any:
+    _need_jupyter(magics, "panel")
+    from ..panel import panel_for
+
+    return panel_for(magics.session, args.conversation).widget
+
+
+@command("sidebar", "open the chat in JupyterLab's right sidebar")
+def sidebar(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    """Ask JupyterLab (through the sidebar extension's renderer) to open the vLLM chat sidebar."""
+    _need_jupyter(magics, "sidebar")
+    from IPython.display import display
+
+    handle = display({"application/vnd.vllm-magic.command+json": {"command": "open-sidebar"},
+                      "text/plain": "The vLLM chat sidebar needs JupyterLab; elsewhere use `%vllm panel`."},
+                     raw=True, display_id=True)
+    # The front end acts on the request as it renders it; replacing it at once with text keeps a
+    # saved notebook from opening the sidebar again every time it is reopened. The kernel cannot
+    # know which front end rendered it, so the text claims no more than a request.
+    handle.update({"text/plain": "Asked JupyterLab to open the vLLM chat sidebar (right side); other "
+                                 "front ends have no sidebar: use `%vllm panel` there."}, raw=True)
+
+
+def _need_jupyter(magics: VLLMMagics, name: str) -> None:
+    if not in_kernel(magics.shell):
+        raise UsageError(f"`%vllm {name}` needs Jupyter (a notebook or JupyterLab): this terminal cannot "
+                         "show widgets. `%%chat` cells work here.")

@@ -1,0 +1,232 @@
+"""The Session: one kernel's (or script's) connections, named conversations, default params and
+settings, shared by every view (cells, the panel, the sidebar) and observable by them.
+
+Nothing here knows IPython: the magics set the settings from ``%config`` and call these methods;
+views observe ``params`` and ``connection`` (traitlets) instead of being refreshed by hand.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from typing import Any
+
+from traitlets import Bool, Dict, Float, HasTraits, Instance, Unicode
+
+from . import errors
+from .chat import Chat, Connection, env_api_key, env_base_url
+from .client import Client
+from .conversation import Conversation
+from .params import validate
+
+DEFAULT = "default"
+
+AskKey = Callable[[str], str]
+"""Asks the user for a key, given the prompt; raises :class:`errors.AuthError` where it cannot."""
+
+
+def ask_key_with_getpass(prompt: str) -> str:
+    return getpass.getpass(prompt)
+
+
+class Session(HasTraits):
+    """Connections, conversations and defaults; ``params`` and ``connection`` are observable."""
+
+    base_url = Unicode(None, allow_none=True, help="Server URL, with or without /v1.")
+    model = Unicode(None, allow_none=True, help="Model to chat with (default: the only one served).")
+    embedding_model = Unicode(
+        None, allow_none=True,
+        help="Model for embeddings (default: VLLM_EMBEDDING_MODEL, then the only one the embeddings server serves).",
+    )
+    api_key_env = Unicode(
+        "", help="Environment variable holding the API key (default: VLLM_API_KEY, then OPENAI_API_KEY)."
+    )
+    timeout = Float(120.0, help="Seconds to wait for the server (connect, and between streamed tokens).")
+    params = Dict(help="Default sampling parameters of every conversation, e.g. {'temperature': 0.2}.")
+    system_prompt = Unicode(None, allow_none=True, help="System prompt of new conversations.")
+    render_rate = Float(15.0, help="Most display updates per second while an answer streams.")
+    show_reasoning = Bool(True, help="Show the model's reasoning (a collapsible Thinking block).")
+    send_reasoning = Bool(False, help="Send earlier turns' reasoning back to the server (as `reasoning`).")
+
+    connection = Instance(Connection, allow_none=True)
+    embeddings = Instance(Connection, allow_none=True, help="Set by connect(embeddings_url=...); None: the chat server.")
+
+    def __init__(self, ask_key: AskKey = ask_key_with_getpass, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.ask_key = ask_key
+        self.chats: dict[str, Chat] = {}
+        self._typed_keys: dict[str, str] = {}  # root URL -> a key typed in this session (memory only)
+        self._replaced: dict[str, Conversation] = {}  # name -> what the last load replaced
+
+    # -- connections -------------------------------------------------------------------------
+
+    def connect(self, url: str | None = None, *, model: str | None = None, api_key_env: str | None = None,
+                ask_key: bool = False, timeout: float | None = None, embeddings_url: str | None = None,
+                embedding_model: str | None = None) -> list[str]:
+        """Connect (and check) the chat server, and the embeddings server when given.
+
+        Returns notes worth showing (e.g. the model list was unavailable). On failure the previous
+        connections stay as they were.
+        """
+        notes: list[str] = []
+        chat = self._open(url, model, api_key_env, ask_key, timeout, notes, embeddings=False)
+        embeddings = None
+        if embeddings_url:
+            embeddings = self._open(embeddings_url, embedding_model, api_key_env, ask_key, timeout, notes,
+                                    embeddings=True)
+        self._use(chat, embeddings)
+        return notes
+
+    def current_connection(self) -> Connection:
+        """The chat connection, connecting from the environment and settings on first use."""
+        if self.connection is None:
+            self._use(self._open(None, None, None, False, None, [], embeddings=False), None)
+        assert self.connection is not None
+        return self.connection
+
+    def embeddings_connection(self) -> Connection:
+        """Where embeddings go: the server given to ``connect(embeddings_url=...)``, else the chat server."""
+        if self.embeddings is None:
+            from .embeddings import embedding_connection
+
+            self.embeddings = embedding_connection(client=self.current_connection().client,
+                                                   model=self.embedding_model)
+        return self.embeddings
+
+    def _open(self, url: str | None, model: str | None, key_env: str | None, ask_key: bool,
+              timeout: float | None, notes: list[str], *, embeddings: bool) -> Connection:
+        """A checked connection: the server answers, the key is accepted, the model is served."""
+        url = url or env_base_url() or self.base_url
+        if not url:
+            raise errors.ConfigError("No server URL is set.", hint="no_url")
+        key_env = key_env or self.api_key_env or None
+        if key_env and not env_api_key(key_env) and not ask_key:
+            raise errors.ConfigError(
+                f"The environment variable {key_env} is not set, so there is no API key to send.",
+                hint="key_env_unset", name=key_env,
+            )
+        timeout = timeout or self.timeout
+        root = Client(url, timeout=timeout).root_url
+        if ask_key:
+            key, source = self._typed(root, force=True), "typed in"
+        elif env_api_key(key_env):
+            key, source = env_api_key(key_env), f"from {key_env or _env_key_name()}"
+        elif root in self._typed_keys:
+            key, source = self._typed_keys[root], "typed in"
+        else:
+            key, source = None, "none"
+        connection = self._connection(url, key, source, timeout, model, embeddings)
+        try:
+            connection.check(notes)
+        except errors.AuthError:
+            if key is not None:
+                raise
+            connection = self._connection(url, self._typed(root, force=True), "typed in", timeout, model,
+                                          embeddings)
+            connection.check(notes)
+        return connection
+
+    def _connection(self, url: str, key: str | None, source: str, timeout: float, model: str | None,
+                    embeddings: bool) -> Connection:
+        client = Client(url, key, timeout=timeout)
+        if embeddings:
+            from .embeddings import embedding_connection
+
+            connection = embedding_connection(client=client, model=model or self.embedding_model)
+        else:
+            connection = Connection(client=client, model=model or self.model)
+        connection.key_source = source
+        return connection
+
+    def _typed(self, root: str, force: bool) -> str:
+        if force or root not in self._typed_keys:
+            key = self.ask_key("API key (not echoed, kept in memory for this session only): ").strip()
+            self._typed_keys[root] = key
+        return self._typed_keys[root]
+
+    def _use(self, chat: Connection, embeddings: Connection | None) -> None:
+        old = {c.client for c in (self.connection, self.embeddings) if c is not None}
+        for client in old - {chat.client} - ({embeddings.client} if embeddings else set()):
+            client.close()
+        self.embeddings = embeddings
+        for conversation in self.chats.values():
+            conversation.connection = chat
+        self.connection = chat
+
+    # -- conversations -----------------------------------------------------------------------
+
+    def chat(self, name: str = DEFAULT) -> Chat:
+        """The named conversation (created on first use), on the current connection."""
+        connection = self.current_connection()
+        if name not in self.chats:
+            self.chats[name] = Chat(connection=connection,
+                                    conversation=Conversation(system=self.system_prompt, name=name))
+        return self.chats[name]
+
+    def existing_chat(self, name: str = DEFAULT) -> Chat:
+        """A conversation that exists (the default one always does)."""
+        if name in self.chats or name == DEFAULT:
+            return self.chat(name)
+        raise errors.ConfigError(f"There is no conversation named {name!r}.", hint="no_conversation",
+                                 name=name, existing=", ".join(self.chats) or "none")
+
+    def load(self, name: str, path: str) -> tuple[Conversation, Conversation | None]:
+        """Load a saved conversation into ``name``; return it and what it replaced (if it had turns).
+
+        What was replaced is kept, so :meth:`undo_load` can bring it back.
+        """
+        loaded = Conversation.load(path)
+        conversation = self.existing_chat(name).conversation
+        replaced = None
+        if len(conversation):
+            replaced = Conversation(system=conversation.system, name=name)
+            replaced.replace_with(conversation)
+            self._replaced[name] = replaced
+        conversation.replace_with(loaded)
+        return loaded, replaced
+
+    def undo_load(self, name: str) -> Conversation:
+        if name not in self._replaced:
+            raise errors.ConfigError(f"No load replaced conversation {name!r} in this session.",
+                                     hint="nothing_to_undo_load")
+        replaced = self._replaced.pop(name)
+        self.existing_chat(name).conversation.replace_with(replaced)
+        return replaced
+
+    # -- params ------------------------------------------------------------------------------
+
+    def request_params(self, **overrides: Any) -> dict[str, Any]:
+        """The session's params with ``overrides``, validated (a bad configured value fails here)."""
+        return validate({**self.params, **{k: v for k, v in overrides.items() if v is not None}})[0]
+
+    def set_params(self, given: dict[str, Any], unset: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+        """Update the default params; return the names passed through to the server unchecked.
+
+        Checked before anything changes: a refused value keeps the old params.
+        """
+        updated = {k: v for k, v in {**self.params, **given}.items() if k not in unset}
+        clean, extras = validate(updated)
+        if self.connection is not None and clean.get("max_tokens") is not None:
+            self.connection.check_max_tokens(clean["max_tokens"], self.connection.model)
+        self.params = clean
+        return [name for name in extras if name in given]
+
+
+def _env_key_name() -> str:
+    return "VLLM_API_KEY" if env_api_key("VLLM_API_KEY") else "OPENAI_API_KEY"
+
+
+_current: Session | None = None
+
+
+def current_session() -> Session:
+    """The session the notebook's magics use (made by ``%load_ext vllm_magic``), else a new one."""
+    global _current
+    if _current is None:
+        _current = Session()
+    return _current
+
+
+def set_current_session(session: Session) -> None:
+    global _current
+    _current = session
