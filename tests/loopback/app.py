@@ -1,0 +1,117 @@
+"""The vLLM look-alike without I/O: what it serves, its scripts, the requests it saw, and the routing of
+one request to its endpoint."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from tests.loopback import chat, embeddings, info, tokenization
+from tests.loopback.errors import INTERNAL_SERVER_ERROR, NOT_FOUND, UNAUTHORIZED, method_not_allowed
+from tests.loopback.script import ScriptedReply, StreamReply, is_plain_cut
+from tests.loopback.wire import Answer, RecordedRequest, Silence
+
+Endpoint = Callable[["FakeVLLM", RecordedRequest], "Answer | Silence"]
+
+
+class FakeVLLM:
+    """A vLLM 0.32 server's behaviour, shared by :class:`~tests.loopback.server.LoopbackServer` (sockets)
+    and :class:`~tests.loopback.transport.LoopbackTransport` (in-process httpx).
+
+    ``models`` are chat models sharing ``max_model_len``; ``embedding_models`` are pooling models
+    (``embedding_max_model_len``, ``embedding_dims``).  Endpoints a real server of that kind lacks
+    answer 404, like vLLM.  With ``api_key`` set, ``/v1/*`` needs ``Authorization: Bearer <key>``
+    (vLLM leaves ``/health``, ``/version`` and ``/tokenize`` open).  ``default_max_tokens`` is what a
+    chat request without ``max_tokens`` generates; None means vLLM's own default, the rest of the
+    context window.
+
+    For embeddings, ``embedding_encodings`` are the ``encoding_format`` values accepted (narrow it to
+    ``("float",)`` to play a server without base64), and ``canned_embeddings`` answers every input
+    with one precomputed vector, so a benchmark measures the client rather than this server.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str] = ("tiny-chat",),
+        api_key: str | None = None,
+        max_model_len: int = 512,
+        *,
+        embedding_models: Sequence[str] = (),
+        embedding_max_model_len: int = 256,
+        embedding_dims: int = 384,
+        embedding_encodings: Sequence[str] = embeddings.ENCODING_FORMATS,
+        canned_embeddings: bool = False,
+        default_max_tokens: int | None = 16,
+    ) -> None:
+        self.models = tuple(models)
+        self.embedding_models = tuple(embedding_models)
+        self.api_key = api_key
+        self.max_model_len = max_model_len
+        self.embedding_max_model_len = embedding_max_model_len
+        self.embedding_dims = embedding_dims
+        self.embedding_encodings = tuple(embedding_encodings)
+        self.canned_embeddings = canned_embeddings
+        self.default_max_tokens = default_max_tokens
+        self.requests: list[RecordedRequest] = []
+        """Every request received, in arrival order (recorded before it is answered)."""
+        self.client_disconnected = threading.Event()
+        """Set when a client hung up while a reply was still being written or awaited."""
+        self.chat_script: deque[ScriptedReply] = deque()
+        self.embedding_script: deque[ScriptedReply] = deque()
+        self._arrival = threading.Condition()
+        routes: dict[str, tuple[str, Endpoint]] = {
+            "/health": ("GET", info.health),
+            "/version": ("GET", info.version),
+            "/v1/models": ("GET", info.models),
+            "/tokenize": ("POST", tokenization.tokenize),
+        }
+        if self.models:
+            routes["/v1/chat/completions"] = ("POST", chat.chat)
+        if self.embedding_models:
+            routes["/v1/embeddings"] = ("POST", embeddings.embeddings)
+        self._routes = routes
+
+    # -- scripting --------------------------------------------------------------------------
+
+    def push(self, reply: ScriptedReply) -> None:
+        """Script the answer to the next ``/v1/chat/completions`` request not yet scripted (FIFO)."""
+        if isinstance(reply, StreamReply) and reply.repeat and reply.interval <= 0:
+            raise ValueError("an endless stream needs a delay between chunks")
+        self.chat_script.append(reply)
+
+    def push_embedding(self, reply: ScriptedReply) -> None:
+        """Script the next ``/v1/embeddings`` answer: a status, a hang, or a cut (half the body)."""
+        if isinstance(reply, StreamReply) and not is_plain_cut(reply):
+            raise ValueError("embeddings can only be scripted with Reply.status, Reply.hang or Reply.cut_after")
+        self.embedding_script.append(reply)
+
+    def wait_for_requests(self, count: int, path: str | None = None, timeout: float = 10.0) -> bool:
+        """Block until ``count`` requests (to ``path``, when given) have arrived; False on timeout."""
+        def arrived() -> bool:
+            return sum(path is None or r.path == path for r in self.requests) >= count
+
+        with self._arrival:
+            return self._arrival.wait_for(arrived, timeout)
+
+    # -- answering --------------------------------------------------------------------------
+
+    def answer(self, request: RecordedRequest) -> Answer | Silence:
+        """Record the request, then answer it as vLLM would (or as the script says)."""
+        with self._arrival:
+            self.requests.append(request)
+            self._arrival.notify_all()
+        if self.api_key is not None and request.path.startswith("/v1") and request.method != "OPTIONS":
+            if request.headers.get("authorization") != f"Bearer {self.api_key}":
+                return UNAUTHORIZED
+        route = self._routes.get(request.path)
+        if route is None:
+            return NOT_FOUND
+        method, endpoint = route
+        if request.method != method:
+            return method_not_allowed(method)
+        try:
+            return endpoint(self, request)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            # Requests vLLM would reject in pydantic validation (wrong types): Starlette's last resort.
+            return INTERNAL_SERVER_ERROR
