@@ -26,6 +26,10 @@ class FakeVLLM:
     chat request without ``max_tokens`` generates; None means vLLM's own default, the rest of the
     context window.
 
+    ``reasoning_parser`` plays ``vllm serve --reasoning-parser NAME`` (any name: the look-alike splits
+    thought from answer like vLLM's ``<think>`` parsers): usage then always carries
+    ``completion_tokens_details.reasoning_tokens``, and scripted replies may think.
+
     For embeddings, ``embedding_encodings`` are the ``encoding_format`` values accepted (narrow it to
     ``("float",)`` to play a server without base64), and ``canned_embeddings`` answers every input
     with one precomputed vector, so a benchmark measures the client rather than this server.
@@ -43,6 +47,7 @@ class FakeVLLM:
         embedding_encodings: Sequence[str] = embeddings.ENCODING_FORMATS,
         canned_embeddings: bool = False,
         default_max_tokens: int | None = 16,
+        reasoning_parser: str | None = None,
     ) -> None:
         self.models = tuple(models)
         self.embedding_models = tuple(embedding_models)
@@ -53,6 +58,7 @@ class FakeVLLM:
         self.embedding_encodings = tuple(embedding_encodings)
         self.canned_embeddings = canned_embeddings
         self.default_max_tokens = default_max_tokens
+        self.reasoning_parser = reasoning_parser
         self.requests: list[RecordedRequest] = []
         """Every request received, in arrival order (recorded before it is answered)."""
         self.client_disconnected = threading.Event()
@@ -78,6 +84,8 @@ class FakeVLLM:
         """Script the answer to the next ``/v1/chat/completions`` request not yet scripted (FIFO)."""
         if isinstance(reply, StreamReply) and reply.repeat and reply.interval <= 0:
             raise ValueError("an endless stream needs a delay between chunks")
+        if isinstance(reply, StreamReply) and reply.reasoning and not self.reasoning_parser:
+            raise ValueError("only a server with a reasoning_parser sends reasoning")
         self.chat_script.append(reply)
 
     def push_embedding(self, reply: ScriptedReply) -> None:

@@ -3,6 +3,7 @@ disturbances."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -63,7 +64,7 @@ def _default(app: FakeVLLM, request: RecordedRequest) -> Answer:
     if temperature is not None and temperature < 0:
         return param_error("temperature", float(temperature), f"temperature must be non-negative, got {float(temperature)}.")
     choices = _generate(app, body, messages, prompt_tokens)
-    return _answer(body, str(model), choices, prompt_tokens, StreamReply())
+    return _answer(body, str(model), choices, _usage(app, prompt_tokens, choices), StreamReply())
 
 
 def _scripted(app: FakeVLLM, request: RecordedRequest, script: StreamReply) -> Answer | Silence:
@@ -71,11 +72,12 @@ def _scripted(app: FakeVLLM, request: RecordedRequest, script: StreamReply) -> A
     messages = body.get("messages") if isinstance(body.get("messages"), list) else []
     prompt_tokens = count_chat_tokens(messages)
     if script.pieces is None:
-        choices = _generate(app, {**body, "n": 1}, messages, prompt_tokens)
+        (choice,) = _generate(app, {**body, "n": 1}, messages, prompt_tokens)
     else:
-        choices = [_Choice(0, script.pieces, script.finish_reason)]
+        choice = _Choice(0, script.pieces, script.finish_reason)
+    choices = [dataclasses.replace(choice, reasoning=script.reasoning)]
     model = str(body.get("model") or (app.models[0] if app.models else ""))
-    return _answer(body, model, choices, prompt_tokens, script)
+    return _answer(body, model, choices, _usage(app, prompt_tokens, choices), script)
 
 
 # -- generation ----------------------------------------------------------------------------------
@@ -83,16 +85,34 @@ def _scripted(app: FakeVLLM, request: RecordedRequest, script: StreamReply) -> A
 
 @dataclass(frozen=True)
 class _Choice:
-    """One generated choice: the content delta of each token chunk and why it ended."""
+    """One generated choice: the delta of each token chunk and why it ended."""
 
     index: int
     deltas: tuple[str, ...]
+    """The content, one token chunk each."""
     finish_reason: str
     stop_reason: str | None = None
+    reasoning: tuple[str, ...] = ()
+    """The thought before the content, one token chunk each.  The model thinks between its own
+    ``<think>`` and ``</think>`` tokens (Qwen3-style): both count as completion tokens and, like
+    vLLM's ``<think>`` reasoning parsers, the server sends no chunk for either."""
 
     @property
     def text(self) -> str:
         return "".join(self.deltas)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.deltas) + (len(self.reasoning) + 2 if self.reasoning else 0)
+
+    def streamed(self) -> list[tuple[str, str] | None]:
+        """The delta of each token chunk as (field, text): reasoning first, then content.  None is the
+        empty delta vLLM sends when ``</think>`` was the last token; a choice without any tokens still
+        ends with one empty content chunk."""
+        thought: list[tuple[str, str] | None] = [("reasoning", piece) for piece in self.reasoning]
+        if self.deltas:
+            return [*thought, *(("content", delta) for delta in self.deltas)]
+        return [*thought, None] if thought else [("content", "")]
 
 
 def _generate(
@@ -141,8 +161,19 @@ def _apply_stop(index: int, pieces: Sequence[str], stops: Sequence[str]) -> _Cho
 # -- rendering -----------------------------------------------------------------------------------
 
 
+def _usage(app: FakeVLLM, prompt_tokens: int, choices: Sequence[_Choice]) -> dict[str, Any]:
+    """vLLM's usage object; a server with a reasoning parser always fills ``completion_tokens_details``."""
+    completion_tokens = sum(choice.completion_tokens for choice in choices)
+    reasoning_tokens = sum(len(choice.reasoning) for choice in choices)
+    return {
+        "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
+        "completion_tokens": completion_tokens, "prompt_tokens_details": None,
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens} if app.reasoning_parser else None,
+    }
+
+
 def _answer(
-    body: Mapping[str, Any], model: str, choices: Sequence[_Choice], prompt_tokens: int, script: StreamReply
+    body: Mapping[str, Any], model: str, choices: Sequence[_Choice], usage: dict[str, Any], script: StreamReply
 ) -> Answer | Silence:
     """Render the choices as vLLM would, then apply the script's disturbances."""
     request_id, created = f"chatcmpl-{secrets.token_hex(8)}", int(time.time())
@@ -153,18 +184,18 @@ def _answer(
             return fixed(200, script.malformed_line)
         if script.repeat:
             return Silence(math.inf)
-        answer = fixed(200, _completion(request_id, created, model, choices, prompt_tokens),
-                       delay=script.interval * sum(len(choice.deltas) for choice in choices))
+        answer = fixed(200, _completion(request_id, created, model, choices, usage),
+                       delay=script.interval * usage["completion_tokens"])
         return cut_in_half(answer) if script.cut_after is not None else answer
     chunks = _Chunks(request_id, created, model)
     prelude = [chunks.role(choice.index) for choice in choices]
     if script.repeat:
-        forever = itertools.cycle([chunks.content(0, piece) for piece in script.pieces or ()])
+        forever = itertools.cycle([chunks.token(0, ("content", piece)) for piece in script.pieces or ()])
         return event_stream(itertools.chain(prelude, dripped(forever, script.interval)), complete=False)
     stream_options = body.get("stream_options")
     wants_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
     send_usage = wants_usage and script.usage
-    events = _events(chunks, choices, send_usage, prompt_tokens)
+    events = _events(chunks, choices, usage if send_usage else None)
     tokens, trailer = (events[:-1], events[-1:]) if send_usage else (events, [])
     trailer.append(SSE_DONE)
     if script.malformed_after is not None:
@@ -186,7 +217,7 @@ class _Chunks:
             f'data: {{"id":"{request_id}","object":"chat.completion.chunk","created":{created},'
             f'"model":{model_json},"choices":'
         )
-        self._cache: dict[tuple[int, str], bytes] = {}
+        self._cache: dict[tuple[int, tuple[str, str] | None], bytes] = {}
 
     def role(self, index: int) -> bytes:
         return (
@@ -194,70 +225,72 @@ class _Chunks:
             f'"finish_reason":null}}],"prompt_token_ids":null,"prompt_text":null}}\n\n'
         ).encode()
 
-    def content(self, index: int, delta: str) -> bytes:
+    def token(self, index: int, delta: tuple[str, str] | None) -> bytes:
         key = (index, delta)
         if (event := self._cache.get(key)) is None:
             event = self._cache[key] = (
-                f'{self._prefix}[{{"index":{index},"delta":{{"content":{json.dumps(delta, ensure_ascii=False)}}},'
+                f'{self._prefix}[{{"index":{index},"delta":{_delta_json(delta)},'
                 f'"logprobs":null,"finish_reason":null,"token_ids":null}}]}}\n\n'
             ).encode()
         return event
 
-    def final(self, choice: _Choice, delta: str, fingerprint: bool) -> bytes:
+    def final(self, choice: _Choice, delta: tuple[str, str] | None, fingerprint: bool) -> bytes:
         """The last chunk of a choice; the stream's very last one carries the fingerprint when no
         usage chunk follows."""
         tail = f',"system_fingerprint":"{SYSTEM_FINGERPRINT}"' if fingerprint else ""
         return (
-            f'{self._prefix}[{{"index":{choice.index},"delta":{{"content":{json.dumps(delta, ensure_ascii=False)}}},'
+            f'{self._prefix}[{{"index":{choice.index},"delta":{_delta_json(delta)},'
             f'"logprobs":null,"finish_reason":{json.dumps(choice.finish_reason)},'
             f'"stop_reason":{json.dumps(choice.stop_reason)},"token_ids":null}}]{tail}}}\n\n'
         ).encode()
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        return (
-            f'{self._prefix}[],"usage":{{"prompt_tokens":{prompt_tokens},'
-            f'"total_tokens":{prompt_tokens + completion_tokens},"completion_tokens":{completion_tokens}}},'
-            f'"system_fingerprint":"{SYSTEM_FINGERPRINT}"}}\n\n'
-        ).encode()
+    def usage(self, usage: Mapping[str, Any]) -> bytes:
+        """The trailing usage chunk: vLLM leaves out the fields that are None."""
+        present = {name: value for name, value in usage.items() if value is not None}
+        return f'{self._prefix}[],"usage":{render_json(present).decode()},"system_fingerprint":"{SYSTEM_FINGERPRINT}"}}\n\n'.encode()
 
 
-def _events(chunks: _Chunks, choices: Sequence[_Choice], send_usage: bool, prompt_tokens: int) -> list[bytes]:
-    """Token chunks of all choices, interleaved round-robin, plus the usage chunk when asked for."""
-    # A choice with no tokens still ends with one (empty) chunk carrying its finish_reason.
-    sequences = [choice.deltas or ("",) for choice in choices]
+def _delta_json(delta: tuple[str, str] | None) -> str:
+    if delta is None:
+        return "{}"
+    field, text = delta
+    return f'{{"{field}":{json.dumps(text, ensure_ascii=False)}}}'
+
+
+def _events(chunks: _Chunks, choices: Sequence[_Choice], usage: Mapping[str, Any] | None) -> list[bytes]:
+    """Token chunks of all choices, interleaved round-robin, plus the usage chunk when given."""
+    sequences = [choice.streamed() for choice in choices]
     last_turn = max(map(len, sequences))
     last_choice = max(i for i, deltas in enumerate(sequences) if len(deltas) == last_turn)
     events: list[bytes] = []
     for turn in range(last_turn):
         for position, (choice, deltas) in enumerate(zip(choices, sequences)):
             if turn < len(deltas) - 1:
-                events.append(chunks.content(choice.index, deltas[turn]))
+                events.append(chunks.token(choice.index, deltas[turn]))
             elif turn == len(deltas) - 1:
-                fingerprint = not send_usage and turn == last_turn - 1 and position == last_choice
+                fingerprint = usage is None and turn == last_turn - 1 and position == last_choice
                 events.append(chunks.final(choice, deltas[turn], fingerprint))
-    if send_usage:
-        events.append(chunks.usage(prompt_tokens, sum(len(choice.deltas) for choice in choices)))
+    if usage is not None:
+        events.append(chunks.usage(usage))
     return events
 
 
-def _completion(request_id: str, created: int, model: str, choices: Sequence[_Choice], prompt_tokens: int) -> bytes:
-    completion_tokens = sum(len(choice.deltas) for choice in choices)
+def _completion(request_id: str, created: int, model: str, choices: Sequence[_Choice], usage: dict[str, Any]) -> bytes:
     return render_json({
         "id": request_id, "object": "chat.completion", "created": created, "model": model,
         "choices": [
             {
                 "index": choice.index,
-                "message": {"role": "assistant", "content": choice.text, "refusal": None, "annotations": None,
-                            "audio": None, "function_call": None, "reasoning": None},
+                "message": {"role": "assistant", "content": choice.text if choice.text or not choice.reasoning else None,
+                            "refusal": None, "annotations": None, "audio": None, "function_call": None,
+                            "reasoning": "".join(choice.reasoning) or None},
                 "logprobs": None, "finish_reason": choice.finish_reason, "stop_reason": choice.stop_reason,
                 "token_ids": None, "routed_experts": None,
             }
             for choice in choices
         ],
         "service_tier": None, "system_fingerprint": SYSTEM_FINGERPRINT,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
-                  "completion_tokens": completion_tokens, "prompt_tokens_details": None,
-                  "completion_tokens_details": None},
+        "usage": usage,
         "prompt_logprobs": None, "prompt_token_ids": None, "prompt_text": None, "kv_transfer_params": None,
         "ec_transfer_params": None, "metrics": None,
     })

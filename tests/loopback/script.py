@@ -38,6 +38,10 @@ class StreamReply:
     error_after: int | None = None
     error: Mapping[str, Any] | None = None
     """vLLM's in-stream error object, sent after ``error_after`` token chunks, then [DONE]."""
+    reasoning: tuple[str, ...] = ()
+    """The model's thought before the answer, one token chunk each, streamed as ``delta.reasoning``
+    (needs a server with a ``reasoning_parser``); these chunks count for ``cut_after`` and the other
+    ``*_after`` fields."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +88,15 @@ class Reply:
         usage: bool = True,
         delay: float = 0.0,
         chunk_rate: float | None = None,
+        reasoning: Iterable[str] = (),
     ) -> StreamReply:
         """Stream exactly these content pieces (one chunk each), paced by ``delay`` or ``chunk_rate``.
 
+        ``reasoning`` pieces come first, as ``delta.reasoning`` chunks (``message.reasoning`` when not
+        streamed), like vLLM with ``--reasoning-parser``: the server must have a ``reasoning_parser``.
         Stop strings of the request do not apply; ``usage`` False suppresses the usage chunk.
         """
-        return StreamReply(tuple(pieces), finish_reason, usage, _interval(delay, chunk_rate))
+        return StreamReply(tuple(pieces), finish_reason, usage, _interval(delay, chunk_rate), reasoning=tuple(reasoning))
 
     @staticmethod
     def many(

@@ -619,3 +619,65 @@ def test_close_wakes_stalled_replies() -> None:
             with pytest.raises(httpx.RemoteProtocolError):
                 response.read()
     assert not server.client_disconnected.is_set()
+
+
+# -- reasoning (vllm serve --reasoning-parser) ------------------------------------------------
+
+THOUGHT = ["Hmm", " let me", " think"]
+
+
+def reasoning_server() -> LoopbackServer:
+    return LoopbackServer(reasoning_parser="qwen3")
+
+
+def test_reasoning_streams_before_the_content_one_field_per_chunk() -> None:
+    with reasoning_server() as server:
+        server.push(Reply.tokens(["The", " answer"], finish_reason="stop", reasoning=THOUGHT))
+        _, events, complete = read_stream(server, stream_request(stream_options={"include_usage": True}))
+    assert complete and len(events) == 1 + 3 + 2 + 2
+    # vLLM 0.32's own pydantic models render a reasoning delta like this (exclude_unset: no content).
+    assert mask(events[1]) == (
+        b'data: {"id":"chatcmpl-0123456789abcdef","object":"chat.completion.chunk","created":1234567890,'
+        b'"model":"tiny-chat","choices":[{"index":0,"delta":{"reasoning":"Hmm"},"logprobs":null,'
+        b'"finish_reason":null,"token_ids":null}]}\n\n'
+    )
+    deltas = [payload(event)["choices"][0]["delta"] for event in events[1:6]]
+    assert deltas == [*({"reasoning": piece} for piece in THOUGHT), {"content": "The"}, {"content": " answer"}]
+    assert payload(events[5])["choices"][0]["finish_reason"] == "stop"
+    # <think> and </think> are generated tokens too, streamed as no chunk of their own.
+    assert payload(events[6])["usage"] == {"prompt_tokens": count_chat_tokens(user("hi")),
+                                           "total_tokens": count_chat_tokens(user("hi")) + 7,
+                                           "completion_tokens": 7, "completion_tokens_details": {"reasoning_tokens": 3}}
+
+
+def test_reasoning_without_streaming_is_the_messages_reasoning() -> None:
+    with reasoning_server() as server, httpx.Client(base_url=server.base_url) as client:
+        server.push(Reply.tokens(["The", " answer"], reasoning=THOUGHT))
+        server.push(Reply.tokens([], reasoning=THOUGHT))
+        answered = client.post(CHAT, json={"messages": user("hi")}).json()
+        thought_only = client.post(CHAT, json={"messages": user("hi")}).json()
+        plain = client.post(CHAT, json={"messages": user("hi")}).json()
+    message = answered["choices"][0]["message"]
+    assert (message["content"], message["reasoning"]) == ("The answer", "Hmm let me think")
+    assert answered["usage"]["completion_tokens"] == 7
+    assert answered["usage"]["completion_tokens_details"] == {"reasoning_tokens": 3}
+    assert thought_only["choices"][0]["message"]["content"] is None
+    # A server with a reasoning parser reports reasoning_tokens even for an answer without thought.
+    assert plain["usage"]["completion_tokens_details"] == {"reasoning_tokens": 0}
+    assert plain["choices"][0]["message"]["reasoning"] is None
+
+
+def test_a_thought_without_an_answer_ends_with_an_empty_delta() -> None:
+    with reasoning_server() as server:
+        server.push(Reply.tokens([], reasoning=["Hmm"]))
+        _, events, _ = read_stream(server, stream_request())
+    # The last token was </think>: vLLM sends its finish_reason with an empty delta.
+    assert [payload(event)["choices"][0]["delta"] for event in events[1:3]] == [{"reasoning": "Hmm"}, {}]
+    assert payload(events[2])["choices"][0]["finish_reason"] == "length"
+
+
+def test_reasoning_needs_a_reasoning_parser(loopback: LoopbackServer) -> None:
+    with pytest.raises(ValueError, match="reasoning_parser"):
+        loopback.push(Reply.tokens(["a"], reasoning=["b"]))
+    _, events, _ = read_stream(loopback, stream_request(stream_options={"include_usage": True}))
+    assert "completion_tokens_details" not in payload(events[-2])["usage"]
