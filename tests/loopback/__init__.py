@@ -25,6 +25,7 @@ from tests.loopback.model import (
 )
 from tests.loopback.script import HangReply, Reply, ScriptedReply, StatusReply, StreamReply
 from tests.loopback.server import LoopbackServer
+from tests.loopback.transport import LoopbackTransport
 from tests.loopback.wire import RecordedRequest
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "FakeVLLM",
     "HangReply",
     "LoopbackServer",
+    "LoopbackTransport",
     "RecordedRequest",
     "Reply",
     "ScriptedReply",

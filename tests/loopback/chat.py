@@ -1,5 +1,5 @@
-"""``/v1/chat/completions``: vLLM's validation, stop strings, usage and chunk bytes, then the script's
-disturbances."""
+"""``/v1/chat/completions``: vLLM's validation, stop strings, reasoning, usage and chunk bytes, then the
+script's disturbances."""
 
 from __future__ import annotations
 
@@ -98,8 +98,9 @@ class _Choice:
     vLLM's ``<think>`` reasoning parsers, the server sends no chunk for either."""
 
     @property
-    def text(self) -> str:
-        return "".join(self.deltas)
+    def content(self) -> str | None:
+        """The message's content: None when the model only thought (vLLM's parsers find none)."""
+        return "".join(self.deltas) if self.deltas or not self.reasoning else None
 
     @property
     def completion_tokens(self) -> int:
@@ -246,8 +247,8 @@ class _Chunks:
 
     def usage(self, usage: Mapping[str, Any]) -> bytes:
         """The trailing usage chunk: vLLM leaves out the fields that are None."""
-        present = {name: value for name, value in usage.items() if value is not None}
-        return f'{self._prefix}[],"usage":{render_json(present).decode()},"system_fingerprint":"{SYSTEM_FINGERPRINT}"}}\n\n'.encode()
+        present = render_json({name: value for name, value in usage.items() if value is not None}).decode()
+        return f'{self._prefix}[],"usage":{present},"system_fingerprint":"{SYSTEM_FINGERPRINT}"}}\n\n'.encode()
 
 
 def _delta_json(delta: tuple[str, str] | None) -> str:
@@ -275,15 +276,16 @@ def _events(chunks: _Chunks, choices: Sequence[_Choice], usage: Mapping[str, Any
     return events
 
 
-def _completion(request_id: str, created: int, model: str, choices: Sequence[_Choice], usage: dict[str, Any]) -> bytes:
+def _completion(
+    request_id: str, created: int, model: str, choices: Sequence[_Choice], usage: dict[str, Any]
+) -> bytes:
     return render_json({
         "id": request_id, "object": "chat.completion", "created": created, "model": model,
         "choices": [
             {
                 "index": choice.index,
-                "message": {"role": "assistant", "content": choice.text if choice.text or not choice.reasoning else None,
-                            "refusal": None, "annotations": None, "audio": None, "function_call": None,
-                            "reasoning": "".join(choice.reasoning) or None},
+                "message": {"role": "assistant", "content": choice.content, "refusal": None, "annotations": None,
+                            "audio": None, "function_call": None, "reasoning": "".join(choice.reasoning) or None},
                 "logprobs": None, "finish_reason": choice.finish_reason, "stop_reason": choice.stop_reason,
                 "token_ids": None, "routed_experts": None,
             }

@@ -7,6 +7,7 @@ Raw sockets read the exact bytes (status line, header order and casing, chunk fr
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -25,6 +26,7 @@ import pytest
 from tests.loopback import (
     SYSTEM_FINGERPRINT,
     LoopbackServer,
+    LoopbackTransport,
     Reply,
     chat_prompt_pieces,
     completion_pieces,
@@ -681,3 +683,101 @@ def test_reasoning_needs_a_reasoning_parser(loopback: LoopbackServer) -> None:
         loopback.push(Reply.tokens(["a"], reasoning=["b"]))
     _, events, _ = read_stream(loopback, stream_request(stream_options={"include_usage": True}))
     assert "completion_tokens_details" not in payload(events[-2])["usage"]
+
+
+# -- the in-process transport ------------------------------------------------------------------
+
+
+def event_lines(response: httpx.Response) -> list[str]:
+    return [line for line in response.iter_lines() if line]
+
+
+def test_transport_answers_what_the_socket_server_answers(loopback: LoopbackServer) -> None:
+    transport = LoopbackTransport()
+    request = stream_request(stream_options={"include_usage": True}, max_tokens=5, stop=["o"])
+    _, events, _ = read_stream(loopback, request)
+    with httpx.Client(transport=transport, base_url=transport.base_url) as client:
+        with client.stream("POST", CHAT, json=request) as response:
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+            assert [mask(part) for part in response.iter_raw()] == [mask(event) for event in events]
+        assert client.post("/v1/nope").json() == {"detail": "Not Found"}
+    assert not transport.client_disconnected.is_set()
+
+
+def test_transport_records_requests_and_plays_scripts_in_order() -> None:
+    transport = LoopbackTransport()
+    transport.push(Reply.status(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "2"}))
+    transport.push(Reply.tokens(["one"]))
+    with httpx.Client(transport=transport, base_url=transport.base_url) as client:
+        limited = client.post(f"{CHAT}?x=1", json={"messages": user("hi")}, headers={"X-Trace": "7"})
+        scripted = client.post(CHAT, json={"messages": user("hi")}).json()
+        default = client.post(CHAT, json={"messages": user("hi")}).json()
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "2"
+    assert scripted["choices"][0]["message"]["content"] == "one"
+    assert default["choices"][0]["message"]["content"] == "".join(completion_pieces(user("hi"), 16))
+    request = transport.requests[0]
+    assert (request.method, request.path, request.query) == ("POST", CHAT, "x=1")
+    assert request.headers["x-trace"] == "7" and request.json == {"messages": user("hi")}
+    assert len(transport.requests) == 3 and transport.wait_for_requests(3, CHAT, timeout=0)
+
+
+def test_async_transport_streams_and_sees_the_client_hang_up() -> None:
+    transport = LoopbackTransport()
+    transport.push(Reply.tokens(["a", "b", "c"], delay=0.02))
+    transport.push(Reply.until_disconnect("tick ", delay=0.01))
+
+    async def scenario() -> tuple[list[str], int]:
+        async with httpx.AsyncClient(transport=transport, base_url=transport.base_url) as client:
+            async with client.stream("POST", CHAT, json=stream_request()) as response:
+                lines = [line async for line in response.aiter_lines() if line]
+            assert not transport.client_disconnected.is_set()
+            ticks = 0
+            async with client.stream("POST", CHAT, json=stream_request()) as response:
+                async for line in response.aiter_lines():
+                    ticks += '"tick "' in line
+                    if ticks == 3:
+                        break
+            return lines, ticks
+
+    started = time.monotonic()
+    lines, ticks = asyncio.run(scenario())
+    assert [json.loads(line[6:])["choices"][0]["delta"]["content"] for line in lines[1:4]] == ["a", "b", "c"]
+    assert lines[-1] == "data: [DONE]" and ticks == 3 and time.monotonic() - started >= 0.06
+    assert transport.client_disconnected.is_set()
+
+
+def test_transport_cut_raises_after_the_bytes_before_it() -> None:
+    transport = LoopbackTransport(embedding_models=(EMBED_MODEL,))
+    transport.push(Reply.cut_after(2))
+    transport.push(Reply.cut_after(1))
+    transport.push_embedding(Reply.cut_after(0))
+    received: list[str] = []
+    with httpx.Client(transport=transport, base_url=transport.base_url) as client:
+        with pytest.raises(httpx.RemoteProtocolError), client.stream("POST", CHAT, json=stream_request()) as response:
+            received.extend(line for line in response.iter_lines() if line)
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.post(CHAT, json={"messages": user("hi")})
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.post("/v1/embeddings", json={"input": "hi"})
+    assert len(received) == 3 and "[DONE]" not in received[-1]
+    assert not transport.client_disconnected.is_set()
+
+
+def test_transport_hang_times_out_only_when_the_client_gives_up_first() -> None:
+    transport = LoopbackTransport()
+    transport.push(Reply.hang(30))
+    transport.push(Reply.hang(30, send_headers=True))
+    transport.push(Reply.hang(0.05))
+    with httpx.Client(transport=transport, base_url=transport.base_url, timeout=0.1) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(CHAT, json={"messages": user("hi")})
+        with client.stream("POST", CHAT, json=stream_request()) as response:
+            assert response.status_code == 200
+            with pytest.raises(httpx.ReadTimeout):
+                response.read()
+        assert time.monotonic() - started < 2
+        assert transport.client_disconnected.is_set()  # a client that times out hangs up
+        # A hang shorter than the timeout ends like the socket server's: the connection closes.
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            client.post(CHAT, json={"messages": user("hi")})
