@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chat import Chat, Connection, Response
+from .chat import Chat
+from .connection import Connection
 from .client import Client
 from .conversation import Conversation, Turn
 from .embeddings import embed
 from .errors import VLLMError
+from .messages import Message
+from .response import Response, drive
+from .session import Session
 
 __all__ = [
-    "Chat", "Client", "Connection", "Conversation", "Response", "Turn", "VLLMError",
-    "embed", "models", "load_ipython_extension",
+    "Chat", "Client", "Connection", "Conversation", "Message", "Response", "Session", "Turn", "VLLMError",
+    "drive", "embed", "models", "load_ipython_extension",
 ]
 __version__ = "0.1.0"
 

@@ -35,16 +35,13 @@ def normalize_base_url(url: str) -> str:
     """
     url = url.strip()
     if not url:
-        raise errors.ConfigError(
-            "The server URL is empty.", "Give one: `%vllm connect http://HOST:8000`."
-        )
+        raise errors.ConfigError("The server URL is empty.", hint="empty_url")
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise errors.ConfigError(
-            f"{redact_url(url)!r} is not an http(s) URL.",
-            "Use the form http://HOST:PORT, e.g. `%vllm connect http://127.0.0.1:8000`.",
+            f"{redact_url(url)!r} is not an http(s) URL.", hint="bad_url",
         )
     path = re.sub(r"(/+v1)?/*$", "", re.sub(r"/+$", "", parts.path))
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
@@ -65,7 +62,9 @@ class Client:
     """A connection to one server. Thread-safe for requests; holds one httpx connection pool.
 
     ``api_key`` is kept in a private attribute and in the ``Authorization`` header only; it never
-    appears in ``repr``, messages or saved files.
+    appears in ``repr``, messages or saved files. ``transport`` (the test seam) serves both the
+    sync and the async httpx clients: an object that is an ``httpx.BaseTransport`` and an
+    ``httpx.AsyncBaseTransport``.
     """
 
     def __init__(
@@ -76,7 +75,7 @@ class Client:
         timeout: float = 120.0,
         max_retries: int = 3,
         retry_backoff: float = 0.5,
-        transport: httpx.BaseTransport | None = None,
+        transport: Any = None,
     ) -> None:
         self.root_url = normalize_base_url(base_url)
         self.base_url = self.root_url + "/v1"
@@ -151,9 +150,6 @@ class Client:
         response = await self._asend(http, request, model=model)
         await response.aread()
         return response.json()
-
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", path, json=body).json()
 
     def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/embeddings``. Threads may call it at once; :meth:`abort` cuts them all."""
@@ -294,7 +290,7 @@ class Client:
         loop = asyncio.get_running_loop()
         if loop not in self._ahttp:
             self._ahttp[loop] = httpx.AsyncClient(headers=self._http.headers, timeout=self._http.timeout,
-                                                  follow_redirects=True)
+                                                  transport=self._transport, follow_redirects=True)
         return self._ahttp[loop]
 
     def _retry_or_raise(self, response: httpx.Response, attempt: int, may_retry: bool, model: str | None) -> float:
@@ -326,29 +322,17 @@ class Client:
         if re.search(r"Name or service not known|nodename nor servname|getaddrinfo|Errno -[235]", reason):
             host = urlsplit(self.root_url).hostname
             return errors.ConnectError(
-                f"Could not resolve the host name {host!r} of {self.display_url} ({reason}).",
-                "Check the spelling of the host in `%vllm connect URL`, or use its IP address.",
+                f"Could not resolve the host name {host!r} of {self.display_url} ({reason}).", hint="dns",
             )
-        return errors.ConnectError(
-            f"Could not connect to {self.display_url} ({reason}).",
-            "Is the vLLM server running and reachable from this kernel? Start it with `vllm serve "
-            "MODEL`, or point to the right place with `%vllm connect http://HOST:PORT`.",
-        )
+        return errors.ConnectError(f"Could not connect to {self.display_url} ({reason}).", hint="unreachable")
 
     def _timeout_error(self, exc: httpx.TimeoutException) -> errors.VLLMError:
         what = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "hear back from"
-        return errors.TimeoutError(
-            f"Timed out after {self.timeout:g} s trying to {what} {self.display_url}.",
-            "If the server is busy or loading a model, wait and retry, or raise the limit with "
-            "`%config VLLMMagics.timeout = 600` (Python: `Chat(..., timeout=600)`).",
-        )
+        return errors.TimeoutError(f"Timed out after {self.timeout:g} s trying to {what} {self.display_url}.",
+                                   hint="timeout")
 
     def _stream_cut(self, reason: str) -> errors.StreamError:
-        return errors.StreamError(
-            f"The answer stream from {self.display_url} was cut ({reason}).",
-            "The partial answer is kept, marked incomplete; `%vllm retry` asks again. If this "
-            "repeats, check the server's log (it may have restarted or run out of memory).",
-        )
+        return errors.StreamError(f"The answer stream from {self.display_url} was cut ({reason}).", hint="stream_cut")
 
 
 def _tokenize_body(model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,48 +1,87 @@
 """A conversation: a system prompt and a list of turns, with their usage and timings.
 
-A :class:`Turn` is recorded only once the server answered: a request that fails adds nothing, and
-a stream that is interrupted or cut keeps its partial answer marked incomplete. That is what keeps
-the history consistent whatever goes wrong.
+A :class:`Turn` is the user's message and the assistant's message(s) (a tool loop has several),
+recorded only once the server answered: a request that fails adds nothing, and a stream that is
+interrupted or cut keeps its partial answer with a status saying so. That is what keeps the history
+consistent whatever goes wrong.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .messages import Message, message_from_dict
 
-FORMAT = "vllm_magic.conversation/1"
+FORMAT = "vllm_magic.conversation/2"
+FORMAT_V1 = "vllm_magic.conversation/1"
 
-COMPLETE = "complete"
-INTERRUPTED = "interrupted"
-CUT = "cut"
+
+class Status(str, Enum):
+    """How a turn's answer ended."""
+
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"
+    """Stopped by the user (Ctrl-C, kernel interrupt, Stop); the partial answer is kept."""
+    CUT = "cut"
+    """The stream broke (connection lost, malformed or error event); the partial answer is kept."""
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
 class Turn:
-    """One exchange: the user's prompt and the assistant's answer, with what it cost."""
+    """One exchange: the user's message, the assistant's reply(ies), and what it cost.
 
-    prompt: str
-    text: str
+    ``prompt_tokens`` / ``completion_tokens`` are the server's counts; when a stream ended before
+    the server's usage arrived, ``completion_tokens`` counts the pieces received and
+    ``usage_estimated`` says so (``prompt_tokens`` is then unknown).
+    """
+
+    user: Message
+    replies: list[Message]
     model: str
-    status: str = COMPLETE
+    status: Status = Status.COMPLETE
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    usage_estimated: bool = False
     ttft: float | None = None
     seconds: float | None = None
-    reasoning: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
+    @classmethod
+    def of(cls, prompt: str, text: str, model: str, reasoning: str = "", **fields: Any) -> Turn:
+        """A turn of one user prompt and one text answer."""
+        return cls(Message.of("user", prompt), [Message.of("assistant", text, reasoning)], model, **fields)
+
+    @property
+    def prompt(self) -> str:
+        return self.user.text
+
+    @property
+    def text(self) -> str:
+        """The answer: the last assistant message's text."""
+        answers = [m for m in self.replies if m.role == "assistant"]
+        return answers[-1].text if answers else ""
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(m.reasoning for m in self.replies)
+
     @property
     def complete(self) -> bool:
-        return self.status == COMPLETE
+        return self.status == Status.COMPLETE
 
     @property
     def total_tokens(self) -> int | None:
@@ -52,19 +91,45 @@ class Turn:
 
     @property
     def tokens_per_second(self) -> float | None:
-        """Completion tokens over the time after the first token (generation speed)."""
-        if not self.completion_tokens or self.seconds is None or self.ttft is None:
+        """Completion tokens over the whole request, from sending it to the last byte.
+
+        A rate after the first token only is what servers quote, but a burst of buffered tokens
+        makes it impossible (thousands per second); over the whole request it is what the user got.
+        """
+        if not self.completion_tokens or not self.seconds:
             return None
-        span = self.seconds - self.ttft
-        return self.completion_tokens / span if span > 0 else None
+        return self.completion_tokens / self.seconds
 
     @property
     def truncated(self) -> bool:
         """The answer stopped because it hit ``max_tokens`` (or the context end)."""
         return self.finish_reason == "length"
 
-    def messages(self) -> list[dict[str, str]]:
-        return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.text}]
+    def messages(self, send_reasoning: bool = False) -> list[dict[str, Any]]:
+        return [m.to_wire(send_reasoning) for m in (self.user, *self.replies)]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["user"] = self.user.to_dict()
+        data["replies"] = [m.to_dict() for m in self.replies]
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Turn:
+        data = dict(data)
+        data["user"] = message_from_dict(data["user"])
+        data["replies"] = [message_from_dict(m) for m in data["replies"]]
+        data["status"] = Status(data.get("status", "complete"))
+        return cls(**data)
+
+    @classmethod
+    def from_v1(cls, data: dict[str, Any]) -> Turn:
+        """A turn as format version 1 saved it (a prompt and a text string)."""
+        data = dict(data)
+        prompt, text, reasoning = data.pop("prompt"), data.pop("text"), data.pop("reasoning", "")
+        data["status"] = Status(data.get("status", "complete"))
+        return cls.of(prompt, text, reasoning=reasoning, **data)
 
 
 class Conversation:
@@ -82,13 +147,18 @@ class Conversation:
     def __len__(self) -> int:
         return len(self.turns)
 
-    def messages(self, prompt: str | None = None, turns: list[Turn] | None = None) -> list[dict[str, str]]:
-        """The request's messages: system, the turns (all by default), then ``prompt`` as user."""
-        out = [{"role": "system", "content": self.system}] if self.system else []
+    def messages(self, prompt: Message | str | None = None, turns: list[Turn] | None = None,
+                 send_reasoning: bool = False) -> list[dict[str, Any]]:
+        """The request's messages: system, the turns (all by default), then ``prompt`` as user.
+
+        Reasoning is left out unless ``send_reasoning``: most models want only the answers back.
+        """
+        out: list[dict[str, Any]] = [{"role": "system", "content": self.system}] if self.system else []
         for turn in self.turns if turns is None else turns:
-            out.extend(turn.messages())
+            out.extend(turn.messages(send_reasoning))
         if prompt is not None:
-            out.append({"role": "user", "content": prompt})
+            user = prompt if isinstance(prompt, Message) else Message.of("user", prompt)
+            out.append(user.to_wire())
         return out
 
     def add(self, turn: Turn) -> None:
@@ -100,7 +170,7 @@ class Conversation:
         self._changed()
 
     def replace_with(self, other: Conversation) -> None:
-        """Take over another conversation's system prompt and turns (used by ``%vllm load``)."""
+        """Take over another conversation's system prompt and turns (used by loading)."""
         self.system, self.turns = other.system, list(other.turns)
         self._changed()
 
@@ -135,7 +205,7 @@ class Conversation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "name": self.name, "system": self.system,
-                "turns": [asdict(t) for t in self.turns]}
+                "turns": [t.to_dict() for t in self.turns]}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path).expanduser()
@@ -144,18 +214,18 @@ class Conversation:
 
     @classmethod
     def load(cls, path: str | Path) -> Conversation:
+        """Read a saved conversation (format version 2, or 1 from earlier releases)."""
         path = Path(path).expanduser()
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format") != FORMAT:
+            read = {FORMAT: Turn.from_dict, FORMAT_V1: Turn.from_v1}.get(data.get("format"))
+            if read is None:
                 raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
             conversation = cls(system=data.get("system"), name=data.get("name", "default"))
-            conversation.turns = [Turn(**turn) for turn in data["turns"]]
+            conversation.turns = [read(turn) for turn in data["turns"]]
         except FileNotFoundError:
-            raise ConfigError(f"There is no file {str(path)!r}.", "Check the path given to `%vllm load`.") from None
+            raise ConfigError(f"There is no file {str(path)!r}.", hint="check_path") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ConfigError(
-                f"{str(path)!r} is not a saved vllm_magic conversation ({exc}).",
-                "Load a file written by `%vllm save PATH` or `Conversation.save()`.",
-            ) from None
+            raise ConfigError(f"{str(path)!r} is not a saved vllm_magic conversation ({exc}).",
+                              hint="not_a_conversation") from None
         return conversation

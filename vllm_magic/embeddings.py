@@ -23,15 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors
-from .chat import Connection
+from .connection import Connection
 from .client import Client
 from .progress import Progress, progress_bar
 
 EMBEDDING_MODEL_ENV = "VLLM_EMBEDDING_MODEL"
-CHOOSE_EMBEDDING_MODEL = (
-    "Choose one with `%vllm embed EXPR --model NAME`, `%config VLLMMagics.embedding_model = 'NAME'`, "
-    "the VLLM_EMBEDDING_MODEL variable, or `embed(texts, model=NAME)`."
-)
 BATCH_SIZE = 512
 BATCH_CHARS = 100_000
 """A batch stops at this many characters too, so long texts make smaller requests."""
@@ -50,7 +46,7 @@ def embedding_connection(
 ) -> Connection:
     """A :class:`Connection` for embeddings: its default model comes from VLLM_EMBEDDING_MODEL."""
     return Connection(base_url, model, api_key=api_key, timeout=timeout, client=client,
-                      model_env=EMBEDDING_MODEL_ENV, choose_hint=CHOOSE_EMBEDDING_MODEL)
+                      model_env=EMBEDDING_MODEL_ENV, choose_hint="choose_embedding_model")
 
 
 def embed(
@@ -158,7 +154,7 @@ def _items(texts: Any) -> tuple[list[Any], Any]:
     hint = " (pick the column of texts, e.g. `df.text`)" if pandas and isinstance(texts, pandas.DataFrame) else ""
     raise errors.ConfigError(
         f"embed takes a str, a list or tuple of str, or a pandas Series, not a {type(texts).__name__}{hint}.",
-        "Pass one of those, e.g. `%vllm embed df.text` or `embed(list(texts))`.",
+        hint="embed_input",
     )
 
 
@@ -388,9 +384,7 @@ class _Job:
             return errors.NotFoundError(
                 f"The server at {self.client.display_url} has no embeddings endpoint (HTTP 404, {said}): "
                 f"{model} is not served as an embedding model there.",
-                "Serve an embedding model (`vllm serve MODEL --runner pooling`) and send embeddings to it: "
-                "`%vllm connect URL --embeddings EMBEDDINGS_URL` (Python: `embed(texts, base_url=...)`).",
-                **kw,
+                hint="no_embeddings_endpoint", **kw,
             )
         if isinstance(error, errors.BadRequestError) and "dimensions" in (said or ""):
             return errors.BadRequestError(

@@ -24,6 +24,34 @@ PYTHON_FIXES: dict[str, str] = {
     "unknown_model": "Served models: {served}. Pass one as `model=`.",
     "max_tokens_over_limit": "Use at most `max_tokens={limit}` (better: leave room for the prompt).",
     "cannot_ask_key": "Set VLLM_API_KEY, or pass `api_key=`.",
+    "stream_consumed": "Call `chat.stream(...)` again for a new answer.",
+    "choose_model": "Choose one with `Chat(url, model=NAME)` or `chat.ask(..., model=NAME)`.",
+    "choose_embedding_model": "Choose one with `embed(texts, model=NAME)` or set VLLM_EMBEDDING_MODEL.",
+    "check_path": "Check the path given to `Conversation.load()`.",
+    "empty_url": "Give one: `Chat('http://HOST:8000')`.",
+    "bad_url": "Use the form http://HOST:PORT, e.g. `Chat('http://127.0.0.1:8000')`.",
+    "dns": "Check the spelling of the host in the URL, or use its IP address.",
+    "unreachable": "Is the vLLM server running and reachable from here? Start it with `vllm serve MODEL`, "
+                   "or give the right URL: `Chat('http://HOST:PORT')`.",
+    "timeout": "If the server is busy or loading a model, wait and retry, or raise the limit: "
+               "`Chat(..., timeout=600)`.",
+    "stream_cut": "The partial answer is kept, marked incomplete; `chat.retry()` asks again. If this repeats, "
+                  "check the server's log (it may have restarted or run out of memory).",
+    "retry": "`chat.retry()` asks again.",
+    "ask_again": "Ask again when ready.",
+    "embed_input": "Pass one of those, e.g. `embed(df.text)` or `embed(list(texts))`.",
+    "no_embeddings_endpoint": "Serve an embedding model (`vllm serve MODEL --runner pooling`) and send "
+                              "embeddings to it: `embed(texts, base_url=EMBEDDINGS_URL)`.",
+    "auth": "Set the key the server was started with (`vllm serve --api-key`) in VLLM_API_KEY, or pass `api_key=`.",
+    "model_not_found": "Pick one of the served models with `model=NAME`; `vllm_magic.models(url)` lists them.",
+    "context_too_long": "Start afresh with `chat.reset()`, drop the last turn with `chat.undo()`, or send a "
+                        "shorter prompt.",
+    "bad_request": "Check `chat.params` and the call's keyword arguments; remove a wrong one with "
+                   "`chat.params.pop(NAME)`.",
+    "bad_param": "Set it again, e.g. `Chat(..., {name}={example})`, or remove it with `chat.params.pop({name!r})`.",
+    "name_value": "Write parameters as `name=value` pairs.",
+    "reserved_model": "Choose the model with `Chat(url, model=NAME)` or `chat.ask(..., model=NAME)`.",
+    "not_a_conversation": "Load a file written by `Conversation.save()`.",
 }
 """How a Python script is told to fix each hinted error."""
 
@@ -123,6 +151,10 @@ class ServerError(VLLMError):
     """5xx after the bounded retries."""
 
 
+class StreamConsumed(VLLMError):
+    """A Response was iterated a second time (it streams once)."""
+
+
 class UnexpectedResponse(VLLMError):
     """The server answered 200 with a body of an unexpected shape."""
 
@@ -168,18 +200,11 @@ def from_response(response: httpx.Response, *, model: str | None, where: str) ->
     if status in (401, 403):
         return AuthError(
             f"{where} refused the API key (HTTP {status}). {quoted}.",
-            "Set the key the server was started with (`vllm serve --api-key`) in VLLM_API_KEY, "
-            "or name another variable with `%vllm connect URL --api-key-env NAME`.",
-            **kw,
+            hint="auth", **kw,
         )
     if status == 404:
         if "model" in said.lower() and "does not exist" in said.lower():
-            return NotFoundError(
-                f"{quoted}",
-                "Pick one of the served models with `--model NAME` or `%vllm connect URL --model "
-                "NAME`; `%vllm models` lists them.",
-                **kw,
-            )
+            return NotFoundError(f"{quoted}", hint="model_not_found", **kw)
         return NotFoundError(
             f"{where} has no such endpoint (HTTP 404, {said}).",
             "Check that the URL points at a vLLM or OpenAI-compatible server and that this server "
@@ -189,24 +214,21 @@ def from_response(response: httpx.Response, *, model: str | None, where: str) ->
     if status == 400 and ("maximum context length" in said or "input_tokens" in said):
         return ContextLengthError(
             f"The conversation is too long for {model or 'the model'}. {quoted}",
-            "Start afresh with `%vllm reset`, drop the last turn with `%vllm undo`, or send a "
-            "shorter prompt.",
-            **kw,
+            hint="context_too_long", **kw,
         )
     if status == 429:
         return RateLimitError(
             f"{where} is rate limiting requests (HTTP 429) and still was after retrying. {quoted}.",
-            "Wait a moment and run the cell again, or lower the request rate.",
+            "Wait a moment and try again, or lower the request rate.",
             **kw,
         )
     if status >= 500:
         return ServerError(
             f"{where} failed with HTTP {status} (retried where safe). {quoted}.",
-            "Check the server's log; if it is starting up or overloaded, run the cell again shortly.",
+            "Check the server's log; if it is starting up or overloaded, try again shortly.",
             **kw,
         )
     return BadRequestError(
         f"{where} rejected the request (HTTP {status}). {quoted}",
-        "Check the parameters with `%vllm params`; unset a wrong one with `%vllm params --unset NAME`.",
-        **kw,
+        hint="bad_request", **kw,
     )

@@ -18,12 +18,14 @@ import traitlets
 
 from . import errors
 from .conversation import Turn
+from .notebook_fixes import NOTEBOOK_FIXES
 from .params import parse_value
-from .render import CSS, footer_html, footer_text, markdown_to_html
+from .render import CSS, answer_html, footer_text, markdown_to_html
+from .response import adrive
 from .sinks import CellSink
 
 if TYPE_CHECKING:
-    from .chat import Response
+    from .response import Response
     from .session import Session
 
 PANEL_CSS = """<style>
@@ -157,12 +159,11 @@ class ChatPanel:
         answer = widgets.VBox()
         answer.add_class("vm-live")
         self._live = widgets.VBox([widgets.HTML(f'<div class="vm-user">{markdown_to_html(response.prompt)}</div>'), answer])
-        sink = CellSink(rate=self._session.render_rate, publish=self._publish)
+        sink = CellSink(rate=self._session.render_rate, publish=self._publish,
+                        show_reasoning=self._session.show_reasoning)
         self.refresh()
-        sink.start()
         try:
-            async for piece in response:
-                sink.feed(piece)
+            await adrive(response, sink)
         except asyncio.CancelledError:
             if not self._stopping:  # not our Stop button: the kernel cancelled the task
                 self._show_error(errors.Interrupted("The answer was cancelled by the kernel.",
@@ -209,7 +210,7 @@ class ChatPanel:
         if view is None:
             view = widgets.HTML(
                 f'<div class="vllm-magic"><div class="vm-user">{markdown_to_html(turn.prompt)}</div>'
-                f'<div class="vm-assistant">{markdown_to_html(turn.text)}{footer_html(turn)}</div></div>'
+                f'<div class="vm-assistant">{answer_html(turn, self._session.show_reasoning)}</div></div>'
             )
         return view
 
@@ -231,7 +232,8 @@ class ChatPanel:
         self.gauge_label.value = f"<small style='white-space:nowrap'>{count} / {limit} tokens{warning}</small>"
 
     def _show_error(self, error: errors.VLLMError) -> None:
-        self.error.value = f'<div class="vllm-magic-panel"><div class="vm-error">{html.escape(error.message)}</div></div>'
+        message = error.speak(NOTEBOOK_FIXES).message
+        self.error.value = f'<div class="vllm-magic-panel"><div class="vm-error">{html.escape(message)}</div></div>'
 
     # -- params: the same ones as %vllm params ---------------------------------------------------
 

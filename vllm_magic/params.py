@@ -44,13 +44,13 @@ KNOWN: dict[str, Spec] = {
 
 # Keys the engine owns: setting them as params would break the conversation or the stream.
 RESERVED = {
-    "n": "`n` > 1 asks for several answers per turn; a conversation keeps one. Run the cell again "
-    "(or `%vllm retry`) for another answer.",
+    "n": "`n` > 1 asks for several answers per turn, and a conversation keeps one.",
     "stream": "streaming is always on (it is how answers reach the notebook).",
     "stream_options": "usage reporting is always requested.",
     "messages": "the conversation supplies the messages.",
-    "model": "choose the model with `--model NAME` or `%vllm connect URL --model NAME`.",
+    "model": "the model is chosen apart from the sampling parameters.",
 }
+RESERVED_HINTS = {"n": "retry", "model": "reserved_model"}
 
 
 GUIDED = {"guided_json": "json", "guided_choice": "choice", "guided_regex": "regex", "guided_grammar": "grammar"}
@@ -98,10 +98,7 @@ def parse_assignments(tokens: Iterable[str]) -> dict[str, Any]:
         key, sep, value = token.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise ParamError(
-                f"{token!r} is not a `name=value` pair.",
-                "Write parameters as `%vllm params temperature=0.7 max_tokens=256`.",
-            )
+            raise ParamError(f"{token!r} is not a `name=value` pair.", hint="name_value")
         result[key] = parse_value(value.strip())
     return result
 
@@ -117,7 +114,8 @@ def validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         if name in RESERVED:
             if name == "n" and value in (1, None):
                 continue
-            raise ParamError(f"The parameter `{name}` cannot be set here:", RESERVED[name])
+            raise ParamError(f"The parameter `{name}` cannot be set here: {RESERVED[name]}",
+                             hint=RESERVED_HINTS.get(name))
         spec = KNOWN.get(name)
         if spec is None:
             extras.append(name)
@@ -146,11 +144,8 @@ def _coerce(name: str, value: Any, spec: Spec) -> Any:
     elif spec.kind is float and isinstance(value, (int, float)) and math.isfinite(value):
         converted = float(value)
     if converted is None or not spec.check(converted):
-        raise ParamError(
-            f"`{name}` must be {spec.allowed}, got {value!r}.",
-            f"Set it again, e.g. `%vllm params {name}={_example(name)}`, or remove it with "
-            f"`%vllm params --unset {name}`.",
-        )
+        raise ParamError(f"`{name}` must be {spec.allowed}, got {value!r}.", hint="bad_param",
+                         name=name, example=_example(name))
     return converted
 
 

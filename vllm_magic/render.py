@@ -24,6 +24,9 @@ from .conversation import Conversation, Turn
 CSS = """<style>
 .vllm-magic{line-height:1.5}
 .vllm-magic .vm-cursor{opacity:.6}
+.vllm-magic .vm-thinking{color:var(--jp-ui-font-color2,#777);margin:.2em 0 .5em}
+.vllm-magic .vm-thinking summary{cursor:pointer;font-size:.9em}
+.vllm-magic .vm-thinking-text{white-space:pre-wrap;font-size:.9em;border-left:2px solid var(--jp-border-color2,#ddd);padding-left:.6em}
 .vllm-magic-footer{color:var(--jp-ui-font-color2,#777);font-size:.85em;margin-top:.3em}
 .vllm-magic-footer .vm-warn{color:var(--jp-warn-color0,#b58900)}
 .vllm-magic .highlight .k,.vllm-magic .highlight .kn,.vllm-magic .highlight .kd,.vllm-magic .highlight .kc,
@@ -184,16 +187,26 @@ class IncrementalMarkdown:
 
 
 def footer_text(turn: Turn) -> str:
-    """``tiny-chat · 40 → 8 tokens · first token 0.04 s · 95.1 tok/s · stopped: max_tokens``."""
+    """``tiny-chat · 40 → 8 tokens · first token 0.04 s · 95.1 tok/s overall · finished``."""
     parts = [turn.model]
-    if turn.prompt_tokens is not None and turn.completion_tokens is not None:
-        parts.append(f"{turn.prompt_tokens} \u2192 {turn.completion_tokens} tokens")
+    if turn.completion_tokens is not None:
+        prompt = "?" if turn.prompt_tokens is None else turn.prompt_tokens
+        estimated = " (estimated: counted as received)" if turn.usage_estimated else ""
+        parts.append(f"{prompt} \u2192 {turn.completion_tokens} tokens{estimated}")
     if turn.ttft is not None:
         parts.append(f"first token {turn.ttft:.2f} s")
     if turn.tokens_per_second is not None:
-        parts.append(f"{turn.tokens_per_second:.1f} tok/s")
+        parts.append(f"{turn.tokens_per_second:.1f} tok/s overall")
     parts.append(ending(turn))
     return " \u00b7 ".join(parts)
+
+
+def thinking_html(reasoning: str, streaming: bool, tokens: int | None = None) -> str:
+    """The model's reasoning as a collapsible block: open while it streams, folded after."""
+    count = f" ({tokens:,} tokens)" if tokens else ""
+    summary = "Thinking\u2026" if streaming else f"Thinking{count}"
+    return (f'<details class="vm-thinking"{" open" if streaming else ""}><summary>{summary}</summary>'
+            f'<div class="vm-thinking-text">{html.escape(reasoning)}</div></details>')
 
 
 def ending(turn: Turn) -> str:
@@ -215,6 +228,12 @@ def footer_html(turn: Turn) -> str:
     return f'<div class="vllm-magic-footer">{body}</div>'
 
 
+def answer_html(turn: Turn, show_reasoning: bool = True) -> str:
+    """A recorded answer: its reasoning folded away, the rendered text, the footer."""
+    thinking = thinking_html(turn.reasoning, False, turn.reasoning_tokens) if show_reasoning and turn.reasoning else ""
+    return thinking + markdown_to_html(turn.text) + footer_html(turn)
+
+
 def conversation_html(conversation: Conversation) -> str:
     """The whole conversation, user and assistant turns told apart, for ``%vllm history``."""
     parts = [CSS, '<div class="vllm-magic">']
@@ -224,7 +243,7 @@ def conversation_html(conversation: Conversation) -> str:
         parts.append("<p><em>No turns yet.</em></p>")
     for number, turn in enumerate(conversation.turns, 1):
         parts.append(f"<h4>{number}. You</h4>{markdown_to_html(turn.prompt)}")
-        parts.append(f"<h4>{number}. {html.escape(turn.model)}</h4>{markdown_to_html(turn.text)}{footer_html(turn)}")
+        parts.append(f"<h4>{number}. {html.escape(turn.model)}</h4>{answer_html(turn)}")
     parts.append("</div>")
     return "".join(parts)
 

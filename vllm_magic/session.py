@@ -11,10 +11,11 @@ import getpass
 from collections.abc import Callable
 from typing import Any
 
-from traitlets import Bool, Dict, Float, HasTraits, Instance, Unicode
+from traitlets import Bool, Dict, Float, HasTraits, Instance, Unicode, observe
 
 from . import errors
-from .chat import Chat, Connection, env_api_key, env_base_url
+from .chat import Chat
+from .connection import Connection, env_api_key, env_base_url
 from .client import Client
 from .conversation import Conversation
 from .params import validate
@@ -161,7 +162,13 @@ class Session(HasTraits):
         if name not in self.chats:
             self.chats[name] = Chat(connection=connection,
                                     conversation=Conversation(system=self.system_prompt, name=name))
+            self.chats[name].send_reasoning = self.send_reasoning
         return self.chats[name]
+
+    @observe("send_reasoning")
+    def _send_reasoning_changed(self, change: dict[str, Any]) -> None:
+        for chat in self.chats.values():
+            chat.send_reasoning = change["new"]
 
     def existing_chat(self, name: str = DEFAULT) -> Chat:
         """A conversation that exists (the default one always does)."""

@@ -1,8 +1,10 @@
 """Where a streamed answer goes: notebook outputs updated in place, or plain text.
 
-A sink gets ``start()``, ``feed(piece)`` for each piece of text, and ``close(turn)`` with the
-recorded turn (None if the request failed before any text). It is the only code that paces
+A sink (:class:`~vllm_magic.response.Sink`) gets ``start()``, ``on_event(event)`` for each event,
+and ``close(turn)`` with the recorded turn (None if the request failed before any output); the one
+loop that feeds it is :func:`~vllm_magic.response.drive`. Sinks are the only code that paces
 updates: at most ``rate`` a second whatever the token rate, and the final render is always exact.
+Reasoning shows above the answer in a "Thinking" block, open while it streams.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from .conversation import Turn
 from .render import (
@@ -23,16 +25,12 @@ from .render import (
     footer_html,
     footer_text,
     markdown_to_html,
+    thinking_html,
 )
+from .stream import Event, ReasoningDelta, TextDelta
 
 Bundle = dict[str, Any]
 Publish = Callable[[str, Bundle, bool], None]  # (display_id, mime bundle, is_update)
-
-
-class Sink(Protocol):
-    def start(self) -> None: ...
-    def feed(self, piece: str) -> None: ...
-    def close(self, turn: Turn | None) -> None: ...
 
 
 def ipython_publish(display_id: str, bundle: Bundle, update: bool) -> None:
@@ -59,8 +57,11 @@ class CellSink:
     TAIL_ALLOWANCE = 0.01  # CPU seconds (thread time: what rendering costs, whatever else runs)
 
     def __init__(self, rate: float = 15.0, publish: Publish | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, show_reasoning: bool = True) -> None:
         self._markdown = IncrementalMarkdown()
+        self._show_reasoning = show_reasoning
+        self._reasoning: list[str] = []
+        self._thinking: str | None = None  # display id of the Thinking block, once reasoning came
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._publish = publish or ipython_publish
         self._clock = clock
@@ -75,14 +76,29 @@ class CellSink:
         self._new_slot()
         self._update(self._bundle(f"<p>{CURSOR}</p>", ""))
 
-    def feed(self, piece: str) -> None:
-        self._markdown.append(piece)
+    def on_event(self, event: Event) -> None:
+        kind = type(event)
+        if kind is TextDelta:
+            if self._thinking is not None and not self._markdown.text:
+                self._show_thinking(streaming=False)  # the answer starts: fold the thinking away
+            self._markdown.append(event.text)  # type: ignore[union-attr]
+        elif kind is ReasoningDelta and self._show_reasoning:
+            self._reasoning.append(event.text)  # type: ignore[union-attr]
+            if self._thinking is None:
+                self._open_thinking()
+        else:
+            return
         now = self._clock()
         if now >= self._next_update:
             self._next_update = now + self._interval
-            self._render(final=False)
+            if self._markdown.text:
+                self._render(final=False)
+            else:
+                self._show_thinking(streaming=True)
 
     def close(self, turn: Turn | None) -> None:
+        if self._thinking is not None:
+            self._show_thinking(streaming=False, tokens=turn.reasoning_tokens if turn else None)
         if turn is None:
             self._update(self._bundle("", ""))
             return
@@ -130,6 +146,19 @@ class CellSink:
             return rendered_html, html.escape(tail[len(rendered_text):]) + CURSOR
         return f"<p>{html.escape(tail)}</p>", CURSOR
 
+    def _open_thinking(self) -> None:
+        """The output showing the cursor becomes the Thinking block; the answer gets the next one."""
+        self._thinking = self._slots.pop()
+        self._new_slot()
+        self._update(self._bundle(f"<p>{CURSOR}</p>", ""))
+
+    def _show_thinking(self, streaming: bool, tokens: int | None = None) -> None:
+        reasoning = "".join(self._reasoning)
+        body = thinking_html(reasoning, streaming=streaming, tokens=tokens)
+        # The answer's first output carries the CSS (styles apply page-wide).
+        self._publish(self._thinking, {"text/html": f'<div class="vllm-magic">{body}</div>',  # type: ignore[arg-type]
+                                       "text/plain": f"Thinking: {reasoning}"}, True)
+
     def _bundle(self, body: str, plain: str) -> Bundle:
         css = CSS if len(self._slots) <= 1 else ""
         return {"text/html": f'{css}<div class="vllm-magic">{body}</div>', "text/plain": plain}
@@ -147,17 +176,34 @@ class PlainSink:
     """Writes pieces as they come, for terminals, ``--raw`` and logs; the footer on its own line."""
 
     def __init__(self, out: IO[str] | None = None, rate: float = 15.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, show_reasoning: bool = True) -> None:
         self._out = out or sys.stdout
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._clock = clock
         self._next_flush = 0.0
         self._wrote = False
+        self._show_reasoning = show_reasoning
+        self._thinking = False  # inside the reasoning's lines
+        dim = getattr(self._out, "isatty", lambda: False)()
+        self._think_open, self._think_close = ("\x1b[2m", "\x1b[0m\n\n") if dim else ("Thinking: ", "\n\n")
 
     def start(self) -> None:
         pass
 
-    def feed(self, piece: str) -> None:
+    def on_event(self, event: Event) -> None:
+        kind = type(event)
+        if kind is TextDelta:
+            piece = event.text  # type: ignore[union-attr]
+            if self._thinking:
+                self._thinking = False
+                piece = self._think_close + piece
+        elif kind is ReasoningDelta and self._show_reasoning:
+            piece = event.text  # type: ignore[union-attr]
+            if not self._thinking:
+                self._thinking = True
+                piece = ("\n\n" if self._wrote else "") + self._think_open + piece
+        else:
+            return
         self._out.write(piece)
         self._wrote = True
         now = self._clock()
@@ -166,6 +212,8 @@ class PlainSink:
             self._out.flush()
 
     def close(self, turn: Turn | None) -> None:
+        if self._thinking:
+            self._out.write(self._think_close.rstrip("\n"))
         if turn is not None:
             self._out.write(("\n\n" if self._wrote else "") + f"[{footer_text(turn)}]\n")
         self._out.flush()

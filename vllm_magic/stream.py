@@ -1,4 +1,4 @@
-"""Server-sent events -> chat events.
+"""Server-sent events -> typed chat events (text, reasoning, tool-call deltas, usage, finish, error).
 
 Two small pure layers, shared by the sync and async clients:
 
@@ -21,11 +21,15 @@ DONE = "[DONE]"
 
 # Events are named tuples: cheap to create per token and to define at import time.
 TextDelta = NamedTuple("TextDelta", [("text", str)])
-ReasoningDelta = NamedTuple("ReasoningDelta", [("text", str)])  # delta.reasoning(_content)
+ReasoningDelta = NamedTuple("ReasoningDelta", [("text", str)])  # delta.reasoning (older: reasoning_content)
+ToolCallDelta = NamedTuple("ToolCallDelta", [("index", int), ("id", "str | None"), ("name", "str | None"),
+                                             ("arguments", str)])
 Finish = NamedTuple("Finish", [("reason", "str | None"), ("stop_reason", "str | int | None")])
-Usage = NamedTuple("Usage", [("prompt_tokens", int), ("completion_tokens", int), ("total_tokens", int)])
+Usage = NamedTuple("Usage", [("prompt_tokens", int), ("completion_tokens", int), ("total_tokens", int),
+                             ("reasoning_tokens", "int | None")])
+ServerError = NamedTuple("ServerError", [("message", str)])  # an error event inside a 200 stream
 
-Event = Union[TextDelta, ReasoningDelta, Finish, Usage]
+Event = Union[TextDelta, ReasoningDelta, ToolCallDelta, Finish, Usage, ServerError]
 
 
 class SSEDecoder:
@@ -81,18 +85,13 @@ def parse_payload(payload: str) -> dict[str, Any]:
         ) from None
     if not isinstance(chunk, dict):
         raise StreamError(f"The server sent an unexpected event: {payload[:120]!r}.", "")
-    if "error" in chunk:
-        said = message_from_body(chunk)
-        raise StreamError(
-            f"The server stopped the answer with an error: {said}",
-            "The partial answer is kept, marked incomplete; `%vllm retry` asks again.",
-            server_message=said,
-        )
     return chunk
 
 
 def chunk_events(chunk: dict[str, Any]) -> list[Event]:
     """Events of one ``chat.completion.chunk`` (only choice 0: one conversation, one answer)."""
+    if "error" in chunk:
+        return [ServerError(message_from_body(chunk))]
     events: list[Event] = []
     for choice in chunk.get("choices") or ():
         if choice.get("index", 0) != 0:
@@ -104,16 +103,22 @@ def chunk_events(chunk: dict[str, Any]) -> list[Event]:
         content = delta.get("content")
         if content:
             events.append(TextDelta(content))
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
+            events.append(ToolCallDelta(call.get("index", 0), call.get("id"), function.get("name"),
+                                        function.get("arguments") or ""))
         reason = choice.get("finish_reason")
         if reason is not None:
             events.append(Finish(reason, choice.get("stop_reason")))
     usage = chunk.get("usage")
     if usage:
+        details = usage.get("completion_tokens_details") or {}
         events.append(
             Usage(
                 usage.get("prompt_tokens", 0),
                 usage.get("completion_tokens", 0),
                 usage.get("total_tokens", 0),
+                details.get("reasoning_tokens"),
             )
         )
     return events

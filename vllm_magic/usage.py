@@ -1,4 +1,8 @@
-"""Token usage and timings as a pandas DataFrame (pandas is imported here, only when asked)."""
+"""Token usage and timings as a pandas DataFrame (pandas is imported here, only when asked).
+
+One missing-value convention: pandas' nullable dtypes, so a count the server never sent is
+``<NA>``, never 0, NaN or None; the ``total`` row is ``<NA>`` where no turn has a value.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,21 @@ from .conversation import Turn
 if TYPE_CHECKING:
     import pandas as pd
 
-COLUMNS = [
-    "model", "prompt_tokens", "completion_tokens", "total_tokens",
-    "ttft_s", "seconds", "tokens_per_s", "finish_reason", "status",
-]
+DTYPES = {
+    "model": "string", "prompt_tokens": "Int64", "completion_tokens": "Int64", "reasoning_tokens": "Int64",
+    "total_tokens": "Int64", "estimated": "boolean", "ttft_s": "Float64", "seconds": "Float64",
+    "overall_tokens_per_s": "Float64", "finish_reason": "string", "status": "string",
+}
+SUMMED = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "total_tokens", "seconds")
 
 
 def usage_frame(turns: Sequence[Turn]) -> pd.DataFrame:
-    """One row per turn (index 1..n) plus a ``total`` row summing tokens and seconds."""
+    """One row per turn (index 1..n) plus a ``total`` row summing tokens and seconds.
+
+    ``estimated`` marks counts taken from the pieces received because the server's usage never
+    came (an interrupted or cut answer); ``overall_tokens_per_s`` is completion tokens over the
+    whole request.
+    """
     import pandas as pd
 
     rows = [
@@ -25,20 +36,22 @@ def usage_frame(turns: Sequence[Turn]) -> pd.DataFrame:
             "model": t.model,
             "prompt_tokens": t.prompt_tokens,
             "completion_tokens": t.completion_tokens,
+            "reasoning_tokens": t.reasoning_tokens,
             "total_tokens": t.total_tokens,
+            "estimated": t.usage_estimated,
             "ttft_s": t.ttft,
             "seconds": t.seconds,
-            "tokens_per_s": t.tokens_per_second,
+            "overall_tokens_per_s": t.tokens_per_second,
             "finish_reason": t.finish_reason,
-            "status": t.status,
+            "status": str(t.status),
         }
         for t in turns
     ]
-    frame = pd.DataFrame(rows, columns=COLUMNS, index=pd.RangeIndex(1, len(rows) + 1, name="turn"))
-    for column in ("prompt_tokens", "completion_tokens", "total_tokens"):
-        frame[column] = frame[column].astype("Int64")
-    totals = {c: frame[c].sum() for c in ("prompt_tokens", "completion_tokens", "total_tokens", "seconds")}
-    total_row = pd.DataFrame([{**dict.fromkeys(COLUMNS), **totals, "model": ""}], index=["total"])
+    index = pd.RangeIndex(1, len(rows) + 1, name="turn")
+    frame = pd.DataFrame(rows, columns=list(DTYPES), index=index).astype(DTYPES)
     if frame.empty:
         return frame
-    return pd.concat([frame, total_row.astype(frame.dtypes.to_dict())])
+    totals = {c: frame[c].sum(min_count=1) for c in SUMMED}
+    total_row = pd.DataFrame([{**dict.fromkeys(DTYPES), **totals, "model": "",
+                               "estimated": bool(frame["estimated"].any())}], index=["total"])
+    return pd.concat([frame, total_row.astype(DTYPES)])

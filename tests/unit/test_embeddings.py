@@ -126,7 +126,8 @@ def test_model_from_env_argument_or_the_only_one_served(monkeypatch: pytest.Monk
     with LoopbackServer(models=(), embedding_models=(MODEL, "bge")) as two:
         with pytest.raises(errors.ConfigError, match="serves 2 models: all-MiniLM-L6-v2, bge") as info:
             embed("x", base_url=two.base_url)
-        assert "VLLMMagics.embedding_model" in str(info.value) and "%%chat" not in str(info.value)
+        assert "embed(texts, model=NAME)" in str(info.value) and "%" not in str(info.value), \
+            "Python is told the fix in Python"
         embed("x", "bge", base_url=two.base_url)
         monkeypatch.setenv("VLLM_MODEL", "tiny-chat")  # the chat model's setting is not used
         monkeypatch.setenv("VLLM_EMBEDDING_MODEL", MODEL)
@@ -190,7 +191,7 @@ def test_a_chat_only_server_says_it_has_no_embeddings(loopback: LoopbackServer) 
         embed(["hi"], base_url=loopback.base_url)
     message = str(info.value)
     assert "has no embeddings endpoint (HTTP 404, Not Found)" in message and "tiny-chat" in message
-    assert "--runner pooling" in message and "--embeddings" in message
+    assert "--runner pooling" in message and "embed(texts, base_url=EMBEDDINGS_URL)" in message
 
 
 def test_unsupported_dimensions_show_vllms_message(server: LoopbackServer) -> None:

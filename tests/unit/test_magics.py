@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import vllm_magic
@@ -15,6 +16,7 @@ from tests.loopback import LoopbackServer, Reply
 from tests.unit.notebook_shell import ENV, Shell, chat_bodies, ipython_shell
 from vllm_magic import errors
 from vllm_magic.sinks import PlainSink
+from vllm_magic.stream import Event
 
 
 # -- the happy path ------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ def test_save_and_load_never_store_the_key(tmp_path: Path, monkeypatch: pytest.M
         assert "API key: from VLLM_API_KEY" in outputs[0]
         shell.ok("%vllm reset")
         assert "Loaded 1 turns" in shell.ok(f"%vllm load {tmp_path / 'c.json'}")
-        assert json.loads(saved)["turns"][0]["prompt"] == "hello"
+        assert json.loads(saved)["turns"][0]["user"]["parts"] == [{"type": "Text", "text": "hello"}]
         assert len(shell.turns) == 1
 
 
@@ -340,17 +342,20 @@ def test_interrupt_closes_the_connection_and_keeps_the_partial_answer(
 ) -> None:
     pieces_seen = []
 
-    def feed_then_interrupt(self: PlainSink, piece: str) -> None:
-        pieces_seen.append(piece)
+    def show_then_interrupt(self: PlainSink, event: Event) -> None:
+        pieces_seen.append(event)
         if len(pieces_seen) == 5:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(PlainSink, "feed", feed_then_interrupt)
+    monkeypatch.setattr(PlainSink, "on_event", show_then_interrupt)
     loopback.push(Reply.until_disconnect("tok ", delay=0.001))
     out = ip.fails("%%chat\nhi", errors.Interrupted)
     assert loopback.client_disconnected.wait(5), "the HTTP connection is closed at once"
     assert "partial answer is kept" in out and "%vllm retry" in out
     assert [(t.text, t.status) for t in ip.turns] == [("tok " * 5, "interrupted")]
+    usage = ip.shell.run_line_magic("vllm", "usage")
+    assert usage.loc[1, "completion_tokens"] == 5 and bool(usage.loc[1, "estimated"]), "counted as received"
+    assert usage.loc["total", "completion_tokens"] == 5 and usage.loc["total", "prompt_tokens"] is pd.NA
 
 
 def test_debug_on_shows_tracebacks(ip: Shell) -> None:

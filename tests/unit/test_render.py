@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from vllm_magic.conversation import Turn
 from vllm_magic.render import IncrementalMarkdown, footer_text, markdown_to_html
 from vllm_magic.sinks import CellSink, PlainSink
+from vllm_magic.stream import ReasoningDelta, TextDelta
 
 DOCUMENT = """# Title
 
@@ -160,7 +161,7 @@ class FakeClock:
 def turn(**overrides) -> Turn:
     fields = dict(prompt="p", text="t", model="tiny-chat", finish_reason="stop",
                   prompt_tokens=10, completion_tokens=5, ttft=0.1, seconds=0.6)
-    return Turn(**{**fields, **overrides})
+    return Turn.of(**{**fields, **overrides})
 
 
 def test_cell_sink_updates_at_most_rate_per_second() -> None:
@@ -169,7 +170,7 @@ def test_cell_sink_updates_at_most_rate_per_second() -> None:
     sink.start()
     for i in range(1000):  # 1000 tokens over one simulated second
         clock.now = i / 1000
-        sink.feed("word ")
+        sink.on_event(TextDelta("word "))
     updates = len(recorder.messages) - 1
     assert 14 <= updates <= 16
 
@@ -180,7 +181,7 @@ def test_cell_sink_final_output_is_exact_markdown_plus_footer() -> None:
     sink.start()
     for i, char in enumerate(DOCUMENT):
         clock.now = i / 200
-        sink.feed(char)
+        sink.on_event(TextDelta(char))
     sink.close(turn(text=DOCUMENT))
     outputs = list(recorder.final_outputs().values())
     assert len(outputs) > 5, "finished blocks go to outputs of their own"
@@ -201,7 +202,7 @@ def test_plain_sink_writes_text_and_footer() -> None:
     sink = PlainSink(out)
     sink.start()
     for piece in ["Hello", " world"]:
-        sink.feed(piece)
+        sink.on_event(TextDelta(piece))
     sink.close(turn(finish_reason="length"))
     assert out.getvalue().startswith("Hello world\n\n[tiny-chat")
     assert "cut by max_tokens" in out.getvalue()
@@ -212,7 +213,52 @@ def test_footer_says_what_happened() -> None:
     assert "stream cut" in footer_text(turn(status="cut"))
     assert "cut by max_tokens" in footer_text(turn(finish_reason="length"))
     text = footer_text(turn())
-    assert "first token 0.10 s" in text and "10.0 tok/s" in text and "finished" in text
+    assert "first token 0.10 s" in text and "8.3 tok/s overall" in text and "finished" in text
+
+
+def test_a_burst_of_tokens_gives_no_impossible_rate() -> None:
+    burst = turn(completion_tokens=400, ttft=0.999, seconds=1.0)  # all tokens in the last millisecond
+    assert burst.tokens_per_second == 400.0 and "400.0 tok/s overall" in footer_text(burst)
+
+
+def test_footer_marks_counts_that_are_estimates() -> None:
+    text = footer_text(turn(prompt_tokens=None, completion_tokens=3, usage_estimated=True, status="interrupted"))
+    assert "? \u2192 3 tokens (estimated" in text
+
+
+def test_cell_sink_shows_reasoning_in_a_thinking_block_above_the_answer() -> None:
+    clock, recorder = FakeClock(), Recorder()
+    sink = CellSink(rate=15, publish=recorder, clock=clock)
+    sink.start()
+    sink.on_event(ReasoningDelta("Count <the> letters."))
+    first = recorder.final_outputs()
+    assert list(first)[0] == recorder.messages[0][0], "the first output becomes the Thinking block"
+    assert "<details class=\"vm-thinking\" open>" in first[recorder.messages[0][0]]["text/html"]
+    assert "Count &lt;the&gt; letters." in first[recorder.messages[0][0]]["text/html"]
+    clock.now = 1.0
+    sink.on_event(TextDelta("**Three.**"))
+    sink.close(turn(text="**Three.**", reasoning="Count <the> letters.", reasoning_tokens=4))
+    outputs = list(recorder.final_outputs().values())
+    assert '<details class="vm-thinking"><summary>Thinking (4 tokens)</summary>' in outputs[0]["text/html"]
+    assert "<strong>Three.</strong>" in outputs[-1]["text/html"] and "<details" not in outputs[-1]["text/html"]
+
+
+def test_reasoning_can_be_hidden_and_shows_dimmed_or_prefixed_as_text() -> None:
+    import io
+
+    clock, recorder = FakeClock(), Recorder()
+    sink = CellSink(rate=15, publish=recorder, clock=clock, show_reasoning=False)
+    sink.start()
+    sink.on_event(ReasoningDelta("secret thoughts"))
+    sink.on_event(TextDelta("answer"))
+    sink.close(turn(text="answer"))
+    assert "secret thoughts" not in str(recorder.messages)
+    out = io.StringIO()
+    plain = PlainSink(out)
+    for event in (ReasoningDelta("hmm"), TextDelta("yes")):
+        plain.on_event(event)
+    plain.close(turn(text="yes"))
+    assert out.getvalue().startswith("Thinking: hmm\n\nyes\n\n[tiny-chat")
 
 
 def test_tail_over_budget_reuses_the_last_render_and_appends_new_text_inside_it() -> None:
@@ -220,11 +266,11 @@ def test_tail_over_budget_reuses_the_last_render_and_appends_new_text_inside_it(
     sink = CellSink(rate=15, publish=recorder, clock=clock)
     sink.TAIL_BUDGET = sink.TAIL_ALLOWANCE = 0.0
     sink.start()
-    sink.feed("Some **bold** <b>")
+    sink.on_event(TextDelta("Some **bold** <b>"))
     first = recorder.messages[-1][1]["text/html"]
     assert "<p>Some <strong>bold</strong> &lt;b&gt;<span class=\"vm-cursor\">" in first
     clock.now = 1.0
-    sink.feed(" and *more*")
+    sink.on_event(TextDelta(" and *more*"))
     second = recorder.messages[-1][1]["text/html"]
     assert "<p>Some <strong>bold</strong> &lt;b&gt; and *more*<span class=\"vm-cursor\">\u258d</span></p>" in second
     sink.close(turn(text="Some **bold** <b> and *more*"))

@@ -9,9 +9,22 @@ import pytest
 
 from vllm_magic import errors
 from vllm_magic.client import normalize_base_url, redact_url
-from vllm_magic.conversation import Conversation, Turn
+from vllm_magic.conversation import Conversation, Status, Turn
+from vllm_magic.fold import Fold
+from vllm_magic.messages import Message, Reasoning, Text, ToolCall
 from vllm_magic.params import parse_assignments, validate
-from vllm_magic.stream import DONE, Finish, SSEDecoder, TextDelta, Usage, chunk_events, parse_payload
+from vllm_magic.stream import (
+    DONE,
+    Finish,
+    ReasoningDelta,
+    ServerError,
+    SSEDecoder,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    chunk_events,
+    parse_payload,
+)
 
 SAMPLES = Path(__file__).parents[1] / "fixtures" / "vllm-samples"
 
@@ -99,7 +112,7 @@ def test_sample_stream_gives_text_finish_and_usage() -> None:
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert text == "The notebooks nponsQXNdef"
     assert Finish("length", None) in events
-    assert Usage(40, 8, 48) in events
+    assert Usage(40, 8, 48, None) in events
 
 
 def test_n2_stream_keeps_choice_zero_only() -> None:
@@ -110,15 +123,64 @@ def test_n2_stream_keeps_choice_zero_only() -> None:
 
 
 def test_error_event_and_garbage_are_stream_errors() -> None:
-    with pytest.raises(errors.StreamError, match="out of memory"):
-        parse_payload(json.dumps({"error": {"message": "out of memory", "code": 500}}))
+    (event,) = chunk_events(parse_payload(json.dumps({"error": {"message": "out of memory", "code": 500}})))
+    assert event == ServerError("out of memory")
+    fold = Fold()
+    fold.take(TextDelta("partial"))
+    with pytest.raises(errors.StreamError, match="out of memory") as info:
+        fold.take(event)
+    assert "partial answer is kept" in str(info.value)
+    with pytest.raises(errors.StreamError, match="nothing was recorded"):
+        Fold().take(event)
     with pytest.raises(errors.StreamError, match="malformed"):
         parse_payload("{not json")
 
 
+def test_fold_builds_the_message_from_reasoning_text_and_tool_call_deltas() -> None:
+    fold = Fold()
+    for event in [ReasoningDelta("Let me "), ReasoningDelta("think."), TextDelta("It is "), TextDelta("4."),
+                  ToolCallDelta(0, "call_1", "add", '{"a": '), ToolCallDelta(0, None, None, "2}"),
+                  Finish("stop", None), Usage(10, 7, 17, 3)]:
+        fold.take(event)
+    message = fold.message()
+    assert message.parts == [Reasoning("Let me think."), Text("It is 4."), ToolCall("call_1", "add", '{"a": 2}')]
+    turn = fold.turn(Message.of("user", "2+2?"), "m", Status.COMPLETE, {})
+    assert (turn.prompt, turn.text, turn.reasoning) == ("2+2?", "It is 4.", "Let me think.")
+    assert (turn.completion_tokens, turn.reasoning_tokens, turn.usage_estimated) == (7, 3, False)
+    assert turn.messages()[1]["tool_calls"][0]["function"] == {"name": "add", "arguments": '{"a": 2}'}
+
+
+def test_without_the_servers_usage_the_pieces_received_are_counted_as_estimated() -> None:
+    fold = Fold()
+    for piece in ["a", "b", "c"]:
+        fold.take(TextDelta(piece))
+    turn = fold.turn(Message.of("user", "q"), "m", Status.INTERRUPTED, {})
+    assert (turn.prompt_tokens, turn.completion_tokens, turn.usage_estimated) == (None, 3, True)
+
+
+def test_reasoning_is_kept_but_not_sent_back_unless_asked() -> None:
+    conversation = Conversation()
+    conversation.add(Turn.of("q", "answer", "m", reasoning="thoughts"))
+    assert conversation.messages("next")[1] == {"role": "assistant", "content": "answer"}
+    assert conversation.messages("next", send_reasoning=True)[1]["reasoning"] == "thoughts"
+
+
+def test_format_version_1_files_still_load(tmp_path: Path) -> None:
+    v1 = {"format": "vllm_magic.conversation/1", "name": "default", "system": "S",
+          "turns": [{"prompt": "p", "text": "t", "model": "m", "status": "interrupted", "finish_reason": None,
+                     "prompt_tokens": None, "completion_tokens": None, "ttft": 0.1, "seconds": 0.2,
+                     "reasoning": "r", "params": {}, "created": "2026-01-01T00:00:00+00:00"}]}
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    (turn,) = Conversation.load(tmp_path / "v1.json").turns
+    assert (turn.prompt, turn.text, turn.reasoning, turn.status) == ("p", "t", "r", Status.INTERRUPTED)
+    saved = json.loads(Conversation.load(tmp_path / "v1.json").save(tmp_path / "v2.json").read_text())
+    assert saved["format"] == "vllm_magic.conversation/2"
+    assert saved["turns"][0]["replies"][0]["parts"] == [{"type": "Reasoning", "text": "r"}, {"type": "Text", "text": "t"}]
+
+
 def test_conversation_messages_and_save_load(tmp_path: Path) -> None:
     conversation = Conversation(system="Be terse.")
-    conversation.add(Turn(prompt="a {x}", text="b", model="m", prompt_tokens=3, completion_tokens=1))
+    conversation.add(Turn.of("a {x}", "b", "m", prompt_tokens=3, completion_tokens=1))
     assert conversation.messages("c") == [
         {"role": "system", "content": "Be terse."}, {"role": "user", "content": "a {x}"},
         {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"},
@@ -139,10 +201,10 @@ def test_loading_a_wrong_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_listeners_hear_changes() -> None:
     conversation, seen = Conversation(), []
     stop = conversation.on_change(lambda c: seen.append(len(c)))
-    conversation.add(Turn(prompt="a", text="b", model="m"))
+    conversation.add(Turn.of("a", "b", "m"))
     conversation.undo()
     stop()
-    conversation.add(Turn(prompt="a", text="b", model="m"))
+    conversation.add(Turn.of("a", "b", "m"))
     assert seen == [1, 0]
 
 

@@ -19,7 +19,7 @@ from ..session import Session, ask_key_with_getpass, set_current_session
 from . import commands, data  # noqa: F401 - they register the %vllm commands
 from .cell import chat_options, run_cell
 from .registry import run_line, synopsis
-from .words import NOTEBOOK_FIXES
+from ..notebook_fixes import NOTEBOOK_FIXES
 
 SETTINGS = ("base_url", "model", "embedding_model", "api_key_env", "timeout", "params", "system_prompt",
             "render_rate", "show_reasoning", "send_reasoning")

@@ -9,7 +9,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .. import errors
-from ..chat import Response
+from ..response import Response, drive
 from ..session import DEFAULT
 from ..sinks import CellSink, PlainSink
 from .notebook import in_kernel, interpolate, split_words
@@ -30,6 +30,10 @@ def chat_options(magic: Callable) -> Callable:
         argument("-c", "--conversation", default=DEFAULT, metavar="NAME", help="Use a named side conversation."),
         argument("--out", metavar="VAR", help="Also store the answer text in variable VAR."),
         argument("--raw", action="store_true", help="Show plain text instead of rendered Markdown."),
+        argument("--think", action="store_true", default=None,
+                 help="Ask a reasoning model to think first (chat_template_kwargs enable_thinking)."),
+        argument("--no-think", action="store_false", dest="think", help="Ask a reasoning model not to think."),
+        argument("--no-reasoning", action="store_true", help="Hide the model's reasoning for this cell (still kept)."),
         argument("-i", "--interpolate", action="store_true",
                  help="Expand {name} and {expression} from the notebook's variables ({{ and }} for braces)."),
     ]
@@ -58,32 +62,26 @@ def run_cell(magics: VLLMMagics, line: str, cell: str) -> None:
         chat.reset()
     if args.system is not None:
         chat.conversation.set_system(args.system)
-    response = chat.stream(prompt, model=args.model, record=not args.once, **params)
-    text = show(magics, response, raw=args.raw)
+    response = chat.stream(prompt, model=args.model, record=not args.once, think=args.think, **params)
+    text = show(magics, response, raw=args.raw, show_reasoning=not args.no_reasoning)
     if args.out:
         magics.shell.user_ns[args.out] = text
 
 
-def show(magics: VLLMMagics, response: Response, raw: bool = False) -> str:
+def show(magics: VLLMMagics, response: Response, raw: bool = False, show_reasoning: bool = True) -> str:
     """Stream ``response`` into the cell's output; return the text. Errors keep what arrived."""
     for note in response.notes:
         if note not in magics.shown_notes:
             magics.shown_notes.add(note)
             print(f"Note: {note}")
-    rate = magics.session.render_rate
-    sink = CellSink(rate=rate) if not raw and in_kernel(magics.shell) else PlainSink(rate=rate)
-    sink.start()
+    session = magics.session
+    view = CellSink if not raw and in_kernel(magics.shell) else PlainSink
+    sink = view(rate=session.render_rate, show_reasoning=session.show_reasoning and show_reasoning)
     try:
-        for piece in response:
-            sink.feed(piece)
+        turn = drive(response, sink)
     except KeyboardInterrupt:
-        sink.close(response.turn)
         raise interrupted(response) from None
-    except errors.VLLMError:
-        sink.close(response.turn)
-        raise
-    sink.close(response.turn)
-    return response.turn.text if response.turn else ""
+    return turn.text if turn else ""
 
 
 def interrupted(response: Response) -> errors.Interrupted:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 
 from .. import errors
-from ..chat import Connection
+from ..connection import Connection
 from ..params import parse_assignments
 from ..render import conversation_html, conversation_text
 from .cell import show

@@ -1,0 +1,110 @@
+"""Messages as a role plus typed parts: text, reasoning, images, tool calls and results, JSON.
+
+A :class:`Message` is what the conversation keeps; :meth:`Message.to_wire` is what the
+OpenAI-compatible API is sent, and :meth:`Message.to_dict` / :func:`message_from_dict` what a saved
+conversation holds. A new kind of content is a new part class here, not a new field elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Union
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """The model's thinking (vLLM's ``reasoning``), kept apart from the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Image:
+    url: str
+    """An http(s) URL or a ``data:`` URL."""
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+    """The arguments as the model wrote them (JSON text)."""
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call_id: str
+    content: str
+
+
+@dataclass(frozen=True)
+class JSON:
+    """A structured answer: the JSON text as sent and its parsed value."""
+
+    text: str
+    value: Any = None
+
+
+Part = Union[Text, Reasoning, Image, ToolCall, ToolResult, JSON]
+PART_TYPES: dict[str, type] = {cls.__name__: cls for cls in (Text, Reasoning, Image, ToolCall, ToolResult, JSON)}
+
+
+@dataclass
+class Message:
+    role: str
+    parts: list[Part] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, role: str, text: str, reasoning: str = "") -> Message:
+        parts: list[Part] = [Reasoning(reasoning)] if reasoning else []
+        return cls(role, [*parts, Text(text)] if text or not parts else parts)
+
+    @property
+    def text(self) -> str:
+        """The message's text (text and JSON parts), as a person reads it."""
+        return "".join(p.text for p in self.parts if isinstance(p, (Text, JSON)))
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, Reasoning))
+
+    def to_wire(self, send_reasoning: bool = False) -> dict[str, Any]:
+        """The message as the chat completions API takes it."""
+        wire: dict[str, Any] = {"role": self.role}
+        images = [p for p in self.parts if isinstance(p, Image)]
+        if images:
+            content: Any = [{"type": "text", "text": self.text}] if self.text else []
+            content += [{"type": "image_url", "image_url": {"url": p.url, **({"detail": p.detail} if p.detail else {})}}
+                        for p in images]
+        else:
+            content = self.text
+        wire["content"] = content
+        calls = [p for p in self.parts if isinstance(p, ToolCall)]
+        if calls:
+            wire["tool_calls"] = [{"id": c.id, "type": "function",
+                                   "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+        results = [p for p in self.parts if isinstance(p, ToolResult)]
+        if results:
+            wire["tool_call_id"] = results[0].call_id
+            wire["content"] = results[0].content
+        if send_reasoning and self.reasoning:
+            wire["reasoning"] = self.reasoning
+        return wire
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "parts": [{"type": type(p).__name__, **asdict(p)} for p in self.parts]}
+
+
+def message_from_dict(data: dict[str, Any]) -> Message:
+    parts: list[Part] = []
+    for part in data["parts"]:
+        cls = PART_TYPES[part["type"]]
+        parts.append(cls(**{f.name: part[f.name] for f in fields(cls) if f.name in part}))
+    return Message(data["role"], parts)

@@ -1,0 +1,47 @@
+"""How a notebook user (cells, the panel, the sidebar) is told to fix each hinted error: magic syntax."""
+
+from __future__ import annotations
+
+NOTEBOOK_FIXES: dict[str, str] = {
+    "no_url": "Connect with `%vllm connect http://HOST:8000`, or set VLLM_BASE_URL before starting the "
+              "kernel, or `%config VLLMMagics.base_url = 'http://HOST:8000'`.",
+    "key_env_unset": "Set {name} before starting the kernel, or use `%vllm connect URL --ask-key` to type the key in.",
+    "no_conversation": "Existing ones: {existing}; `%%chat -c {name}` starts it.",
+    "nothing_to_undo_load": "`%vllm load PATH` replaces a conversation; only then can `--undo` bring the old one back.",
+    "unknown_model": "Served models: {served}. Connect with `--model NAME` naming one of them.",
+    "max_tokens_over_limit": "Set a smaller default with `%vllm params max_tokens=N` (N at most {limit}), "
+                             "or drop it with `%vllm params --unset max_tokens`.",
+    "cell_max_tokens_over_limit": "Use a smaller `--max-tokens` on this cell (at most {limit}).",
+    "cannot_ask_key": "Set VLLM_API_KEY before starting the kernel, or name another variable with "
+                      "`%vllm connect URL --api-key-env NAME`.",
+    "choose_model": "Choose one with `%vllm connect URL --model NAME` or `%%chat --model NAME`.",
+    "choose_embedding_model": "Choose one with `%vllm embed EXPR --model NAME`, "
+                              "`%config VLLMMagics.embedding_model = 'NAME'` or the VLLM_EMBEDDING_MODEL variable.",
+    "check_path": "Check the path given to `%vllm load`.",
+    "empty_url": "Give one: `%vllm connect http://HOST:8000`.",
+    "bad_url": "Use the form http://HOST:PORT, e.g. `%vllm connect http://127.0.0.1:8000`.",
+    "dns": "Check the spelling of the host in `%vllm connect URL`, or use its IP address.",
+    "unreachable": "Is the vLLM server running and reachable from this kernel? Start it with `vllm serve "
+                   "MODEL`, or point to the right place with `%vllm connect http://HOST:PORT`.",
+    "timeout": "If the server is busy or loading a model, wait and retry, or raise the limit with "
+               "`%config VLLMMagics.timeout = 600`.",
+    "stream_cut": "The partial answer is kept, marked incomplete; `%vllm retry` asks again. If this repeats, "
+                  "check the server's log (it may have restarted or run out of memory).",
+    "retry": "`%vllm retry` asks again.",
+    "ask_again": "Run the cell again when ready.",
+    "embed_input": "Pass one of those, e.g. `%vllm embed df.text`.",
+    "no_embeddings_endpoint": "Serve an embedding model (`vllm serve MODEL --runner pooling`) and send "
+                              "embeddings to it: `%vllm connect URL --embeddings EMBEDDINGS_URL`.",
+    "auth": "Set the key the server was started with (`vllm serve --api-key`) in VLLM_API_KEY, or name "
+            "another variable with `%vllm connect URL --api-key-env NAME`.",
+    "model_not_found": "Pick one of the served models with `--model NAME` or `%vllm connect URL --model NAME`; "
+                       "`%vllm models` lists them.",
+    "context_too_long": "Start afresh with `%vllm reset`, drop the last turn with `%vllm undo`, or send a "
+                        "shorter prompt.",
+    "bad_request": "Check the parameters with `%vllm params`; unset a wrong one with `%vllm params --unset NAME`.",
+    "bad_param": "Set it again, e.g. `%vllm params {name}={example}`, or remove it with "
+                 "`%vllm params --unset {name}`.",
+    "name_value": "Write parameters as `%vllm params temperature=0.7 max_tokens=256`.",
+    "reserved_model": "Choose the model with `--model NAME` or `%vllm connect URL --model NAME`.",
+    "not_a_conversation": "Load a file written by `%vllm save PATH`.",
+}
