@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.loopback import LoopbackServer, Reply  # noqa: E402
-from vllm_magic import Chat, render, sinks  # noqa: E402
+from vllm_magic import Chat, drive, render, sinks  # noqa: E402
 
 WORDS = ("the model data frame column value index token stream cell kernel server request answer "
          "latency batch memory vector notebook python pandas numpy render update").split()
@@ -89,11 +89,7 @@ def measure(chunks: int = 20_000, rate: int = 1_000) -> dict[str, float]:
         server.push(Reply.tokens(pieces, chunk_rate=rate))
         chat = Chat(server.base_url, model="tiny-chat")
         sink = sinks.CellSink(rate=15, publish=lambda display_id, bundle, update: messages.append((display_id, bundle)))
-        sink.start()
-        response = chat.stream("write")
-        for piece in response:
-            sink.feed(piece)
-        sink.close(response.turn)
+        drive(chat.stream("write"), sink)
     one_render = statistics.median(_time(render.markdown_to_html, final_text) for _ in range(9))
     final: dict[str, dict] = {}
     for display_id, bundle in messages:

@@ -24,7 +24,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.loopback import LoopbackServer, Reply  # noqa: E402
-from vllm_magic import Chat  # noqa: E402
+from vllm_magic import Chat, drive  # noqa: E402
 from vllm_magic.sinks import CellSink  # noqa: E402
 
 CHUNKS = 20_000
@@ -57,15 +57,9 @@ def run_ours(server: LoopbackServer) -> int:
     messages: list = []
     chat = Chat(server.base_url, model="tiny-chat")
     sink = CellSink(rate=15, publish=lambda display_id, bundle, update: messages.append(bundle))
-    sink.start()
-    response = chat.stream("go")
-    count = 0
-    for piece in response:
-        sink.feed(piece)
-        count += 1
-    sink.close(response.turn)
+    turn = drive(chat.stream("go"), sink)
     assert messages, "display messages were produced"
-    return count
+    return turn.completion_tokens
 
 
 def rate(server: LoopbackServer, consumer, repeats: int) -> float:

@@ -137,6 +137,7 @@ class ChatPanel:
             return
         self.stop.disabled, self.send.disabled, self.input.busy = False, True, True
         self._task = asyncio.ensure_future(self._stream(response))
+        self._task.add_done_callback(self._finished)
 
     def _send_typed(self) -> None:
         """The Send button: what the box holds becomes the next turn, unless an answer is streaming."""
@@ -165,19 +166,22 @@ class ChatPanel:
         try:
             await adrive(response, sink)
         except asyncio.CancelledError:
-            if not self._stopping:  # not our Stop button: the kernel cancelled the task
-                self._show_error(errors.Interrupted("The answer was cancelled by the kernel.",
-                                                    "Send the message again."))
+            if not self._stopping:
+                raise
         except errors.VLLMError as exc:
             self._show_error(exc)
         except Exception as exc:  # shown, never swallowed: the panel has no traceback area
             self._show_error(errors.VLLMError(f"The panel failed: {type(exc).__name__}: {exc}.",
                                               "Please report this; `%%chat` cells still work."))
-        finally:
-            self._stopping = False
-            self._live, self._live_views = None, {}
-            self.stop.disabled, self.send.disabled, self.input.busy = True, False, False
-            self.refresh()
+
+    def _finished(self, task: asyncio.Task) -> None:
+        """However the answer ended (also when Stop came before it started), the panel is ready again."""
+        if task.cancelled() and not self._stopping:  # not our Stop button: the kernel cancelled it
+            self._show_error(errors.Interrupted("The answer was cancelled by the kernel.", "Send the message again."))
+        self._stopping = False
+        self._live, self._live_views = None, {}
+        self.stop.disabled, self.send.disabled, self.input.busy = True, False, False
+        self.refresh()
 
     def _publish(self, display_id: str, bundle: dict[str, Any], update: bool) -> None:
         """CellSink's outputs become HTML widgets inside the live answer."""

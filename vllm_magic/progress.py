@@ -51,19 +51,36 @@ class Progress:
 
 
 class TextProgress(Progress):
-    """One line on a terminal stream (stderr), rewritten in place with a carriage return."""
+    """One line on stderr: rewritten in place on a terminal; elsewhere (a log file, a pipe) one
+    line per step, since a carriage return there only piles lines up."""
 
     def __init__(self, steps: int, items: int, *, stream: TextIO | None = None, **kwargs: Any) -> None:
         super().__init__(steps, items, **kwargs)
         self.stream = stream or sys.stderr
+        self._in_place = getattr(self.stream, "isatty", lambda: False)()
         self._width = 0
+        self._last = ""
         self.draw(self.line(), final=None)
+
+    def update(self, steps_done: int, items_done: int) -> None:
+        if self._in_place:
+            super().update(steps_done, items_done)
+            return
+        new_step = steps_done != self.steps_done
+        self.steps_done, self.items_done = steps_done, items_done
+        if new_step and steps_done < self.steps:  # the last step is drawn by close()
+            self.draw(self.line(), final=None)
 
     def draw(self, line: str, final: bool | None) -> None:
         text = f"{self.title}: {line}"
-        padding = " " * max(0, self._width - len(text))  # wipe the end of a longer previous line
-        self._width = len(text)
-        self.stream.write(f"\r{text}{padding}" + ("\n" if final is not None else ""))
+        if not self._in_place:
+            if text != self._last:
+                self.stream.write(text + "\n")
+                self._last = text
+        else:
+            padding = " " * max(0, self._width - len(text))  # wipe the end of a longer previous line
+            self._width = len(text)
+            self.stream.write(f"\r{text}{padding}" + ("\n" if final is not None else ""))
         self.stream.flush()
 
 

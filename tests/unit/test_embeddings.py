@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import os
 import signal
 import threading
@@ -19,7 +21,7 @@ from tests.loopback import LoopbackServer, Reply
 from tests.unit.notebook_shell import ENV, Shell, ipython_shell
 from vllm_magic import embed, errors
 from vllm_magic.embeddings import _batches, _Job
-from vllm_magic.progress import Progress
+from vllm_magic.progress import Progress, TextProgress
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "all-MiniLM-L6-v2"
@@ -276,13 +278,29 @@ def test_ctrl_c_during_a_single_batch_closes_its_connection(server: LoopbackServ
 # -- progress ---------------------------------------------------------------------------------------
 
 
-def test_a_text_progress_line_in_a_terminal(server: LoopbackServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_on_a_log_file_is_one_line_per_step(server: LoopbackServer, capsys: pytest.CaptureFixture[str]) -> None:
     embed([f"t{i}" for i in range(30)], base_url=server.base_url, batch_size=10)
-    err = capsys.readouterr().err
-    assert err.startswith("\rEmbedding: 0/3 batches") and "3/3 batches · 30 texts in" in err
-    assert err.endswith("\n") and err.rstrip().endswith("texts/s)"), "one line, finished with a newline"
+    lines = capsys.readouterr().err.splitlines(keepends=True)
+    assert "\r" not in "".join(lines) and all(line.endswith("\n") for line in lines)
+    assert [line.split(" batches")[0] for line in lines] == [f"Embedding: {n}/3" for n in range(4)], \
+        "each step once, the finished line not repeated"
+    assert "3/3 batches · 30 texts in" in lines[-1] and lines[-1].rstrip().endswith("texts/s)")
     embed(["one batch"], base_url=server.base_url)
     assert capsys.readouterr().err == "", "no bar for a single batch"
+
+
+def test_progress_on_a_terminal_rewrites_one_line() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    progress = TextProgress(3, 30, stream=terminal)
+    for step in (1, 2, 3):
+        progress.update(step, step * 10)
+    progress.close(ok=True)
+    shown = terminal.getvalue()
+    assert shown.startswith("\rEmbedding: 0/3 batches") and shown.count("\n") == 1 and shown.endswith("texts/s)\n")
 
 
 def test_progress_line_shows_speed_and_eta() -> None:

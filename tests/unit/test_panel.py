@@ -139,3 +139,63 @@ def test_clear_model_switch_and_params_are_the_notebooks(ip: Shell) -> None:
         assert panel.max_tokens.value == "7", "the panel shows params set by %vllm params"
 
     run(scenario)
+
+
+def test_the_model_list_follows_a_connect_to_another_server(ip: Shell) -> None:
+    async def scenario() -> None:
+        panel = ChatPanel(ip.magics.session)
+        assert panel.model.options == ("tiny-chat", "other")
+        with LoopbackServer(models=("elsewhere",)) as second:
+            ip.ok(f"%vllm connect {second.base_url} --model elsewhere")
+            assert panel.model.options == ("elsewhere",) and panel.model.value == "elsewhere"
+            panel.submit("hi there")
+            await panel._task
+            assert chat_bodies(second)[-1]["model"] == "elsewhere"
+
+    run(scenario)
+
+
+def test_the_gauge_says_when_the_conversation_is_over_the_limit(ip: Shell) -> None:
+    async def scenario() -> None:
+        panel = ChatPanel(ip.magics.session)
+        ip.magics.session.chat().conversation.set_system("word " * 600)
+        await until(lambda: "over the limit" in panel.gauge_label.value)
+        assert panel.gauge.bar_style == "danger" and "Clear" in panel.gauge_label.value
+
+    run(scenario)
+
+
+def test_text_typed_while_an_answer_starts_is_never_touched(ip: Shell) -> None:
+    server: LoopbackServer = ip.server
+
+    async def scenario() -> None:
+        panel = ChatPanel(ip.magics.session)
+        server.push(Reply.until_disconnect("tok ", delay=0.005))
+        panel.input._handle_custom_msg({"type": "submit", "text": "first"}, [])  # the box cleared itself
+        panel.input.value = "next question, still typing"
+        await until(lambda: bool(chat_bodies(server)))
+        assert panel.streaming and panel.input.busy
+        panel.send.click()  # while answering: nothing is sent and the text stays
+        assert panel.input.value == "next question, still typing" and len(chat_bodies(server)) == 1
+        panel.stop.click()
+        await panel._task
+        assert not panel.input.busy and panel.input.value == "next question, still typing"
+        server.push(Reply.tokens(["ok"], finish_reason="stop"))
+        panel.send.click()
+        await panel._task
+        assert [t.prompt for t in ip.turns][-1] == "next question, still typing" and panel.input.value == ""
+        assert [b["messages"][-1]["content"] for b in chat_bodies(server)] == ["first", "next question, still typing"]
+
+    run(scenario)
+
+
+def test_stop_before_the_answer_started_leaves_the_panel_ready(ip: Shell) -> None:
+    async def scenario() -> None:
+        panel = ChatPanel(ip.magics.session)
+        panel.submit("never mind")
+        panel.stop.click()
+        await asyncio.wait([panel._task])
+        assert not panel.streaming and not panel.input.busy and not panel.send.disabled
+        assert panel.error.value == "" and ip.turns == []
+
+    run(scenario)
