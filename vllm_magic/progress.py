@@ -25,11 +25,18 @@ class Progress:
         self._started = self._drawn = time.monotonic()
 
     def update(self, steps_done: int, items_done: int) -> None:
+        new_step = steps_done != self.steps_done
         self.steps_done, self.items_done = steps_done, items_done
-        now = time.monotonic()
-        if now - self._drawn >= self._interval:
-            self._drawn = now
+        if self.due(new_step):
             self.draw(self.line(), final=None)
+
+    def due(self, new_step: bool) -> bool:
+        """Whether to redraw now: at most ``rate`` times a second."""
+        now = time.monotonic()
+        if now - self._drawn < self._interval:
+            return False
+        self._drawn = now
+        return True
 
     def close(self, ok: bool) -> None:
         """Draw the last state: the totals when ``ok``, else where the job stopped."""
@@ -62,14 +69,10 @@ class TextProgress(Progress):
         self._last = ""
         self.draw(self.line(), final=None)
 
-    def update(self, steps_done: int, items_done: int) -> None:
+    def due(self, new_step: bool) -> bool:
         if self._in_place:
-            super().update(steps_done, items_done)
-            return
-        new_step = steps_done != self.steps_done
-        self.steps_done, self.items_done = steps_done, items_done
-        if new_step and steps_done < self.steps:  # the last step is drawn by close()
-            self.draw(self.line(), final=None)
+            return super().due(new_step)
+        return new_step and self.steps_done < self.steps  # the last step is drawn by close()
 
     def draw(self, line: str, final: bool | None) -> None:
         text = f"{self.title}: {line}"
