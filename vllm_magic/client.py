@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -87,9 +85,6 @@ class Client:
             weakref.WeakKeyDictionary()
         )
         self._transport = transport
-        self._sockets: set[socket.socket] = set()  # of embeddings' connections, for abort()
-        self._sockets_lock = threading.Lock()
-        self._aborted = False
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
             headers=headers,
@@ -151,44 +146,19 @@ class Client:
         await response.aread()
         return response.json()
 
-    def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``POST /v1/embeddings``. Threads may call it at once; :meth:`abort` cuts them all."""
-        request = self._http.build_request(
-            "POST", self._url("/v1/embeddings"), json=body, extensions={"trace": self._track_socket}
-        )
-        return self._send(request, stream=False, model=body.get("model")).json()
+    def embeddings(self, body: dict[str, Any], *, pool: httpx.Client | None = None,
+                   trace: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """``POST /v1/embeddings`` on this client's connections, or on ``pool`` (a batch job's own,
+        from :meth:`new_pool`) with httpcore's ``trace`` hook."""
+        http = pool or self._http
+        request = http.build_request("POST", self._url("/v1/embeddings"), json=body,
+                                     extensions={"trace": trace} if trace else {})
+        return self._send(request, stream=False, model=body.get("model"), http=http).json()
 
-    def fork(self) -> Client:
-        """A new client for the same server, key and settings, with its own connections, so a
-        batch job can :meth:`abort` it without touching this one's. A transport given to this
-        client (a test's ``httpx.MockTransport``) is shared, not copied."""
-        return Client(self.root_url, self.__api_key, timeout=self.timeout, max_retries=self.max_retries,
-                      retry_backoff=self.retry_backoff, transport=self._transport)
-
-    def abort(self) -> None:
-        """Cut the connections of :meth:`embeddings` requests now, then close the client.
-
-        ``close()`` alone leaves a thread blocked reading an answer waiting until the server
-        replies; shutting the sockets down ends those reads at once and tells the server to drop
-        the requests (vLLM aborts a request whose client went away).
-        """
-        with self._sockets_lock:
-            self._aborted = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shutdown(sock)
-        self.close()
-
-    def _track_socket(self, event: str, info: dict[str, Any]) -> None:
-        """httpcore's ``trace`` hook: note the socket of each new connection, for :meth:`abort`."""
-        if event != "connection.connect_tcp.complete":
-            return
-        sock = info["return_value"].get_extra_info("socket")
-        with self._sockets_lock:
-            self._sockets.add(sock)
-            aborted = self._aborted
-        if aborted:  # connected while abort() ran
-            _shutdown(sock)
+    def new_pool(self) -> httpx.Client:
+        """A connection pool of its own with this client's key, timeout and transport."""
+        return httpx.Client(headers=self._http.headers, timeout=self._http.timeout, transport=self._transport,
+                            follow_redirects=True)
 
     def stream_chat(self, body: dict[str, Any]) -> Iterator[Event]:
         """Stream ``/v1/chat/completions``; yields events until the answer ends.
@@ -247,13 +217,14 @@ class Client:
         return self._send(request, stream=False, model=model, retry=retry)
 
     def _send(
-        self, request: httpx.Request, *, stream: bool, model: str | None, retry: bool = True
+        self, request: httpx.Request, *, stream: bool, model: str | None, retry: bool = True,
+        http: httpx.Client | None = None,
     ) -> httpx.Response:
         """Send with bounded retries on 429/503 (always before any token), map failures to errors."""
         attempts = 1 + (self.max_retries if retry else 0)
         for attempt in range(attempts):
             try:
-                response = self._http.send(request, stream=stream)
+                response = (http or self._http).send(request, stream=stream)
             except httpx.TransportError as exc:
                 raise self._unreachable(exc) from None
             if response.status_code < 400:
@@ -346,10 +317,3 @@ def _streaming(body: dict[str, Any]) -> dict[str, Any]:
 def _identity(response: httpx.Response) -> bool:
     """Uncompressed: read raw, skipping httpx's per-chunk decoder layer."""
     return response.headers.get("content-encoding", "identity") == "identity"
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import errors
 from .connection import Connection
+from .batch import JobConnections
 from .client import Client
 from .progress import Progress, progress_bar
 
@@ -235,7 +236,7 @@ class _Job:
 
     One batch is sent from the calling thread: Ctrl-C there closes the connection as it unwinds,
     as for a chat stream. More go out ``concurrency`` at a time from worker threads, on a client
-    of their own so that :meth:`Client.abort` cuts exactly this job's connections, while the
+    of their own (:class:`~vllm_magic.batch.JobConnections`) that Ctrl-C cuts at once, while the
     calling thread draws the progress and is the one Ctrl-C reaches. The matrix is allocated when
     the first answer tells the vector size.
     """
@@ -272,7 +273,7 @@ class _Job:
         progress.update(1, len(batch))
 
     def _embed_concurrently(self, concurrency: int, progress: Progress) -> None:
-        client = self.client.fork()
+        client = JobConnections(self.client)
         todo: queue.SimpleQueue[range] = queue.SimpleQueue()
         for batch in self.batches:
             todo.put(batch)
@@ -301,7 +302,7 @@ class _Job:
             except queue.Empty:
                 continue
 
-    def _work(self, client: Client, todo: queue.SimpleQueue, done: queue.SimpleQueue) -> None:
+    def _work(self, client: JobConnections, todo: queue.SimpleQueue, done: queue.SimpleQueue) -> None:
         while not self._stop.is_set():
             try:
                 batch = todo.get_nowait()
@@ -314,7 +315,7 @@ class _Job:
                 return
             done.put((batch, None))
 
-    def _embed(self, client: Client, batch: range) -> None:
+    def _embed(self, client: Client | JobConnections, batch: range) -> None:
         np = _numpy()
         answer = self._post(client, self.plan.texts[batch.start : batch.stop])
         try:
@@ -334,7 +335,7 @@ class _Job:
                 "Check that the URL points at a vLLM or OpenAI-compatible server.",
             ) from None
 
-    def _post(self, client: Client, texts: list[str]) -> dict[str, Any]:
+    def _post(self, client: Client | JobConnections, texts: list[str]) -> dict[str, Any]:
         """One request; if the server rejects base64, this and later batches ask for floats."""
         body = {**self.body, "input": texts}
         if self._encoding == "base64":

@@ -34,8 +34,10 @@ async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
 
 
 def transcript_html(panel: ChatPanel) -> str:
-    views = reversed(panel.transcript.children)  # laid out bottom-up: newest first
-    return "".join(v.value if hasattr(v, "value") else "".join(c.value for c in v.children) for v in views)
+    def html(view) -> str:
+        return view.value if hasattr(view, "value") else "".join(html(child) for child in view.children)
+
+    return "".join(html(view) for view in reversed(panel.transcript.children))  # laid out bottom-up
 
 
 def run(scenario) -> None:
@@ -50,7 +52,7 @@ def test_send_streams_rendered_markdown_and_shares_the_conversation(ip: Shell) -
         server.push(Reply.tokens(["Hello", " **there**"], finish_reason="stop"))
         panel.submit("Hi from the panel")
         assert panel.streaming and not panel.stop.disabled and panel.input.value == ""
-        await panel._task
+        await until(lambda: not panel.streaming)
         assert [(t.prompt, t.text) for t in ip.turns] == [("Hi from the panel", "Hello **there**")]
         assert "<strong>there</strong>" in transcript_html(panel) and panel.stop.disabled
         assert "last turn: tiny-chat" in panel.usage.value and "vm-usage" in panel.usage.value
@@ -78,7 +80,7 @@ def test_enter_in_the_input_sends(ip: Shell) -> None:
     async def scenario() -> None:
         panel = ChatPanel(ip.magics.session)
         panel.input._handle_custom_msg({"type": "submit", "text": "typed"}, [])
-        await panel._task
+        await until(lambda: not panel.streaming)
         assert ip.turns[-1].prompt == "typed"
 
     run(scenario)
@@ -91,9 +93,9 @@ def test_stop_closes_the_connection_and_keeps_the_partial_answer(ip: Shell) -> N
         panel = ChatPanel(ip.magics.session)
         server.push(Reply.until_disconnect("tok ", delay=0.005))
         panel.submit("go on forever")
-        await until(lambda: bool(panel._live_views) and "tok" in "".join(v.value for v in panel._live_views.values()))
+        await until(lambda: "tok" in transcript_html(panel))
         panel.stop.click()
-        await asyncio.wait_for(asyncio.shield(panel._task), 0.5)
+        await until(lambda: not panel.streaming, timeout=0.5)
         assert server.client_disconnected.wait(5)
         turn = ip.turns[-1]
         assert turn.status == "interrupted" and turn.text.startswith("tok ")
@@ -109,7 +111,7 @@ def test_errors_show_in_the_panel_and_add_nothing(ip: Shell) -> None:
         panel = ChatPanel(ip.magics.session)
         server.push(Reply.status(500, {"error": {"message": "engine dead", "type": "InternalServerError", "code": 500}}))
         panel.submit("hi")
-        await panel._task
+        await until(lambda: not panel.streaming)
         assert "engine dead" in panel.error.value and "Check the server" in panel.error.value
         assert ip.turns == [] and not panel.streaming
 
@@ -129,7 +131,7 @@ def test_clear_model_switch_and_params_are_the_notebooks(ip: Shell) -> None:
         panel.max_tokens.value = "5"
         assert ip.magics.session.params == {"temperature": 0.3, "max_tokens": 5}
         panel.submit("with params")
-        await panel._task
+        await until(lambda: not panel.streaming)
         body = chat_bodies(server)[-1]
         assert body["model"] == "other" and body["temperature"] == 0.3 and body["max_tokens"] == 5
         panel.temperature.value = "-1"
@@ -149,7 +151,7 @@ def test_the_model_list_follows_a_connect_to_another_server(ip: Shell) -> None:
             ip.ok(f"%vllm connect {second.base_url} --model elsewhere")
             assert panel.model.options == ("elsewhere",) and panel.model.value == "elsewhere"
             panel.submit("hi there")
-            await panel._task
+            await until(lambda: not panel.streaming)
             assert chat_bodies(second)[-1]["model"] == "elsewhere"
 
     run(scenario)
@@ -178,11 +180,11 @@ def test_text_typed_while_an_answer_starts_is_never_touched(ip: Shell) -> None:
         panel.send.click()  # while answering: nothing is sent and the text stays
         assert panel.input.value == "next question, still typing" and len(chat_bodies(server)) == 1
         panel.stop.click()
-        await panel._task
+        await until(lambda: not panel.streaming)
         assert not panel.input.busy and panel.input.value == "next question, still typing"
         server.push(Reply.tokens(["ok"], finish_reason="stop"))
         panel.send.click()
-        await panel._task
+        await until(lambda: not panel.streaming)
         assert [t.prompt for t in ip.turns][-1] == "next question, still typing" and panel.input.value == ""
         assert [b["messages"][-1]["content"] for b in chat_bodies(server)] == ["first", "next question, still typing"]
 
@@ -194,7 +196,7 @@ def test_stop_before_the_answer_started_leaves_the_panel_ready(ip: Shell) -> Non
         panel = ChatPanel(ip.magics.session)
         panel.submit("never mind")
         panel.stop.click()
-        await asyncio.wait([panel._task])
+        await until(lambda: not panel.streaming)
         assert not panel.streaming and not panel.input.busy and not panel.send.disabled
         assert panel.error.value == "" and ip.turns == []
 
