@@ -2,7 +2,7 @@
 
 Every failure the user can meet (server down, wrong key, unknown model, context too long, a cut
 stream...) is a :class:`VLLMError`. In IPython the paragraph is shown instead of a traceback
-(``_render_traceback_``); ``%vllm debug on`` brings tracebacks back.
+(``_render_traceback_``); the debug switch below brings tracebacks back.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-# Module-level switch read by _render_traceback_: %vllm debug on|off flips it.
+# Module-level switch read by _render_traceback_ (the notebook's debug command flips it).
 show_tracebacks = False
 
 PYTHON_FIXES: dict[str, str] = {

@@ -1,7 +1,7 @@
 """The Session: one kernel's (or script's) connections, named conversations, default params and
 settings, shared by every view (cells, the panel, the sidebar) and observable by them.
 
-Nothing here knows IPython: the magics set the settings from ``%config`` and call these methods;
+Nothing here knows IPython: the magics copy their configured settings here and call these methods;
 views observe ``params`` and ``connection`` (traitlets) instead of being refreshed by hand.
 """
 
@@ -227,7 +227,7 @@ _current: Session | None = None
 
 
 def current_session() -> Session:
-    """The session the notebook's magics use (made by ``%load_ext vllm_magic``), else a new one."""
+    """The session the notebook's magics use (made when the extension loads), else a new one."""
     global _current
     if _current is None:
         _current = Session()

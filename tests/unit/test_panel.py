@@ -134,6 +134,8 @@ def test_clear_model_switch_and_params_are_the_notebooks(ip: Shell) -> None:
         await until(lambda: not panel.streaming)
         body = chat_bodies(server)[-1]
         assert body["model"] == "other" and body["temperature"] == 0.3 and body["max_tokens"] == 5
+        ip.ok("%%chat -c side\nanother conversation")
+        assert chat_bodies(server)[-1]["model"] == "tiny-chat", "the panel's model is its conversation's own"
         panel.temperature.value = "-1"
         assert "`temperature` must be a number &gt;= 0" in panel.error.value
         assert ip.magics.session.params["temperature"] == 0.3
