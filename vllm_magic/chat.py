@@ -22,6 +22,7 @@ from .conversation import Conversation, Turn
 from .messages import Message
 from .params import GUIDED, translate_guided, validate
 from .response import Response
+from .structured import OLD_FIELDS, Constraint, constraint
 
 
 class Chat:
@@ -70,6 +71,12 @@ class Chat:
         model: str | None = None,
         record: bool = True,
         think: bool | None = None,
+        json: bool = False,
+        schema: Any = None,
+        choice: Any = None,
+        regex: str | None = None,
+        grammar: str | None = None,
+        shape: Constraint | None = None,
         _replace_last: bool = False,
         **params: Any,
     ) -> Response:
@@ -78,7 +85,11 @@ class Chat:
 
         ``record=False`` sends the prompt alone (system prompt kept, no history) and records nothing.
         ``think`` asks a reasoning model's chat template to think or not (``enable_thinking``).
+        ``json``, ``schema`` (a pydantic model, dataclass, TypedDict, JSON Schema dict or
+        ``"name str, age int"``), ``choice``, ``regex`` or ``grammar`` ask for a structured answer
+        (or a prebuilt ``shape``): the turn's ``.value`` is then the validated value.
         """
+        shape = shape or constraint(json=json, schema=schema, choice=choice, regex=regex, grammar=grammar)
         if think is not None:
             kwargs = {**self.params.get("chat_template_kwargs", {}), **params.get("chat_template_kwargs", {})}
             params["chat_template_kwargs"] = {**kwargs, "enable_thinking": think}
@@ -88,6 +99,8 @@ class Chat:
         if "max_tokens" in body:
             self.connection.check_max_tokens(body["max_tokens"], body["model"])
         notes: list[str] = []
+        if shape is not None:
+            body.update(shape.request_fields(self.connection.version() if shape.kind in OLD_FIELDS else None))
         if any(name in body for name in GUIDED):
             body, moved = translate_guided(body, self.connection.version())
             if moved:
@@ -98,7 +111,7 @@ class Chat:
         body["messages"] = self.conversation.messages(user, turns=turns if record else [],
                                                       send_reasoning=self.send_reasoning)
         mode = "replace" if _replace_last else ("add" if record else None)
-        response = Response(self.conversation, self.connection.client, user, body, mode)
+        response = Response(self.conversation, self.connection.client, user, body, mode, shape)
         response.notes = notes
         return response
 

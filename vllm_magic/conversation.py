@@ -80,6 +80,12 @@ class Turn:
         return "".join(m.reasoning for m in self.replies)
 
     @property
+    def value(self) -> Any:
+        """A structured answer's parsed value (see :mod:`.structured`), else None."""
+        answers = [m for m in self.replies if m.role == "assistant"]
+        return answers[-1].value if answers else None
+
+    @property
     def complete(self) -> bool:
         return self.status == Status.COMPLETE
 

@@ -28,6 +28,14 @@ PYTHON_FIXES: dict[str, str] = {
     "choose_model": "Choose one with `Chat(url, model=NAME)` or `chat.ask(..., model=NAME)`.",
     "choose_embedding_model": "Choose one with `embed(texts, model=NAME)` or set VLLM_EMBEDDING_MODEL.",
     "check_path": "Check the path given to `Conversation.load()`.",
+    "raise_max_tokens": "Raise max_tokens (`max_tokens=N` on the call, or in `chat.params`) and ask again.",
+    "constraint_ignored": "Check that the server enforces structured outputs (vLLM does); `chat.undo()` drops "
+                          "the failed turn.",
+    "one_constraint": "Pass one of json=, schema=, choice=, regex=, grammar=.",
+    "bad_regex": "Fix the pattern (Python `re` syntax, which vLLM's regex support shares).",
+    "bad_choice": "Pass e.g. `choice=[\"pos\", \"neg\"]` or `choice=\"pos|neg\"`.",
+    "bad_schema": "Pass a pydantic model, a dataclass, a TypedDict or a JSON Schema dict.",
+    "bad_inline_schema": "Write fields as `name type` separated by commas, e.g. `\"name str, age int, tags list[str]\"`.",
     "empty_url": "Give one: `Chat('http://HOST:8000')`.",
     "bad_url": "Use the form http://HOST:PORT, e.g. `Chat('http://127.0.0.1:8000')`.",
     "dns": "Check the spelling of the host in the URL, or use its IP address.",
@@ -149,6 +157,14 @@ class RateLimitError(VLLMError):
 
 class ServerError(VLLMError):
     """5xx after the bounded retries."""
+
+
+class StructuredError(VLLMError):
+    """A structured answer did not fit its constraint (or was cut); ``raw`` is the text as sent."""
+
+    def __init__(self, cause: str, fix: str = "", *, raw: str = "", **kwargs: Any) -> None:
+        self.raw = raw
+        super().__init__(cause, fix, **kwargs)
 
 
 class StreamConsumed(VLLMError):

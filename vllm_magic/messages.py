@@ -98,8 +98,22 @@ class Message:
             wire["reasoning"] = self.reasoning
         return wire
 
+    @property
+    def value(self) -> Any:
+        """The structured answer's value (a JSON part's), or None."""
+        values = [p.value for p in self.parts if isinstance(p, JSON)]
+        return values[-1] if values else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {"role": self.role, "parts": [{"type": type(p).__name__, **asdict(p)} for p in self.parts]}
+        return {"role": self.role, "parts": [_part_dict(p) for p in self.parts]}
+
+
+def _part_dict(part: Part) -> dict[str, Any]:
+    if isinstance(part, JSON):  # a model instance is saved as the plain data it holds
+        from .structured import plain
+
+        return {"type": "JSON", "text": part.text, "value": plain(part.value)}
+    return {"type": type(part).__name__, **asdict(part)}
 
 
 def message_from_dict(data: dict[str, Any]) -> Message:

@@ -18,6 +18,16 @@ NOTEBOOK_FIXES: dict[str, str] = {
     "choose_embedding_model": "Choose one with `%vllm embed EXPR --model NAME`, "
                               "`%config VLLMMagics.embedding_model = 'NAME'` or the VLLM_EMBEDDING_MODEL variable.",
     "check_path": "Check the path given to `%vllm load`.",
+    "raise_max_tokens": "Raise it on the cell (`--max-tokens N`) or for every cell (`%vllm params max_tokens=N`), "
+                        "then `%vllm retry`.",
+    "constraint_ignored": "Check that the server enforces structured outputs (vLLM does); `%vllm undo` drops the "
+                          "failed turn.",
+    "one_constraint": "Use one of --json, --schema, --choice, --regex, --grammar.",
+    "bad_regex": "Fix the pattern (Python `re` syntax, which vLLM's regex support shares).",
+    "bad_choice": "Write `--choice \"pos|neg|neutral\"`, or name a list or Enum from the notebook.",
+    "bad_schema": "Name a pydantic model, a dataclass, a TypedDict or a dict holding a JSON Schema, or write "
+                  "`--schema \"name str, age int\"`.",
+    "bad_inline_schema": "Write fields as `name type` separated by commas: `--schema \"name str, age int, tags list[str]\"`.",
     "empty_url": "Give one: `%vllm connect http://HOST:8000`.",
     "bad_url": "Use the form http://HOST:PORT, e.g. `%vllm connect http://127.0.0.1:8000`.",
     "dns": "Check the spelling of the host in `%vllm connect URL`, or use its IP address.",

@@ -64,7 +64,7 @@ def translate_guided(params: dict[str, Any], version: str | None) -> tuple[dict[
     notebook would lose its constraint without a word. Returns the params and the names moved.
     """
     old = [name for name in GUIDED if name in params]
-    if not old or not _release_at_least(version, (0, 12)):
+    if not old or not release_at_least(version, (0, 12)):
         return params, []
     moved = {name: value for name, value in params.items() if name not in GUIDED}
     moved["structured_outputs"] = {**(params.get("structured_outputs") or {}),
@@ -72,7 +72,7 @@ def translate_guided(params: dict[str, Any], version: str | None) -> tuple[dict[
     return moved, old
 
 
-def _release_at_least(version: str | None, release: tuple[int, ...]) -> bool:
+def release_at_least(version: str | None, release: tuple[int, ...]) -> bool:
     numbers = []
     for part in (version or "").split("+")[0].split(".")[: len(release)]:
         if not part.isdigit():

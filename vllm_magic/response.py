@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import errors
 from .conversation import Conversation, Status, Turn
 from .fold import Fold
-from .messages import Message
+from .messages import JSON, Message, Text
 from .stream import Event, TextDelta
 
 if TYPE_CHECKING:
     from .client import Client
+    from .structured import Constraint
 
 RESERVED_BODY = ("model", "messages", "stream", "stream_options")
 
@@ -35,13 +36,15 @@ class Response:
     """
 
     def __init__(self, conversation: Conversation, client: Client, user: Message, body: dict[str, Any],
-                 mode: str | None) -> None:
+                 mode: str | None, shape: Constraint | None = None) -> None:
         self._conversation = conversation
         self._client = client
         self.user = user
         self.body = body
         self.model: str = body["model"]
         self._mode = mode  # "add" a turn, "replace" the last one, or None: record nothing
+        self.shape = shape
+        """The structured answer asked for: a complete answer is parsed and validated against it."""
         self._fold: Fold | None = None
         self.turn: Turn | None = None
         self.notes: list[str] = []
@@ -120,8 +123,25 @@ class Response:
             raise self._explain_context(exc) from None
         finally:
             if status is Status.COMPLETE or fold.got_output:
-                self._record(fold.turn(self.user, self.model, status,
-                                       {k: v for k, v in self.body.items() if k not in RESERVED_BODY}))
+                turn = fold.turn(self.user, self.model, status,
+                                 {k: v for k, v in self.body.items() if k not in RESERVED_BODY})
+                if status is Status.COMPLETE and self.shape is not None:
+                    self._record_checked(turn, self.shape)
+                else:
+                    self._record(turn)
+
+    def _record_checked(self, turn: Turn, shape: Constraint) -> None:
+        """Record a structured answer with its value, or marked failed (raw text kept) and raise."""
+        try:
+            value = shape.parse(turn.text, turn.finish_reason)
+        except errors.StructuredError:
+            turn.status = Status.FAILED
+            self._record(turn)
+            raise
+        answer = turn.replies[-1]
+        turn.replies[-1] = Message(answer.role, [*(p for p in answer.parts if not isinstance(p, Text)),
+                                                 JSON(turn.text, value)])
+        self._record(turn)
 
     def _record(self, turn: Turn) -> None:
         self.turn = turn

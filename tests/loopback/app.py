@@ -29,6 +29,7 @@ class FakeVLLM:
     ``reasoning_parser`` plays ``vllm serve --reasoning-parser NAME`` (any name: the look-alike splits
     thought from answer like vLLM's ``<think>`` parsers): usage then always carries
     ``completion_tokens_details.reasoning_tokens``, and scripted replies may think.
+    ``vllm_version`` is what ``/version`` answers (an older vLLM wants the pre-0.12 ``guided_*`` fields).
 
     For embeddings, ``embedding_encodings`` are the ``encoding_format`` values accepted (narrow it to
     ``("float",)`` to play a server without base64), and ``canned_embeddings`` answers every input
@@ -48,6 +49,7 @@ class FakeVLLM:
         canned_embeddings: bool = False,
         default_max_tokens: int | None = 16,
         reasoning_parser: str | None = None,
+        vllm_version: str = info.VLLM_VERSION,
     ) -> None:
         self.models = tuple(models)
         self.embedding_models = tuple(embedding_models)
@@ -59,6 +61,7 @@ class FakeVLLM:
         self.canned_embeddings = canned_embeddings
         self.default_max_tokens = default_max_tokens
         self.reasoning_parser = reasoning_parser
+        self.vllm_version = vllm_version
         self.requests: list[RecordedRequest] = []
         """Every request received, in arrival order (recorded before it is answered)."""
         self.client_disconnected = threading.Event()

@@ -20,7 +20,7 @@ def health(app: FakeVLLM, request: RecordedRequest) -> Answer:
 
 
 def version(app: FakeVLLM, request: RecordedRequest) -> Answer:
-    return fixed(200, render_json({"version": VLLM_VERSION}))
+    return fixed(200, render_json({"version": app.vllm_version}))
 
 
 def models(app: FakeVLLM, request: RecordedRequest) -> Answer:

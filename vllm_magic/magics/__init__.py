@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import StdinNotImplementedError
-from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Dict, Float, Unicode, dlink
 
 from .. import errors
@@ -82,6 +82,8 @@ class VLLMMagics(Magics):
                 hint="cannot_ask_key",
             ) from None
 
+    # Templates and regexes must arrive as written: IPython would expand {column} and {3} in the line.
+    @no_var_expand
     @line_cell_magic
     @in_notebook_words
     def vllm(self, line: str, cell: str | None = None) -> Any:
@@ -90,6 +92,7 @@ class VLLMMagics(Magics):
         return run_cell(self, line, cell)
 
     @chat_options
+    @no_var_expand
     @cell_magic
     @in_notebook_words
     def chat(self, line: str, cell: str) -> None:

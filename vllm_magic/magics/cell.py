@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .. import errors
+from ..conversation import Turn
+from ..render import markdown_to_html
 from ..response import Response, drive
+from ..structured import constraint, plain
 from ..session import DEFAULT
 from ..sinks import CellSink, PlainSink
 from .notebook import in_kernel, interpolate, split_words
@@ -28,12 +32,20 @@ def chat_options(magic: Callable) -> Callable:
         argument("--new", action="store_true", help="Start the conversation afresh before sending."),
         argument("--once", action="store_true", help="Send without history and record nothing."),
         argument("-c", "--conversation", default=DEFAULT, metavar="NAME", help="Use a named side conversation."),
-        argument("--out", metavar="VAR", help="Also store the answer text in variable VAR."),
+        argument("--out", metavar="VAR",
+                 help="Also store the answer in variable VAR: its text, or the validated value of a structured answer."),
         argument("--raw", action="store_true", help="Show plain text instead of rendered Markdown."),
         argument("--think", action="store_true", default=None,
                  help="Ask a reasoning model to think first (chat_template_kwargs enable_thinking)."),
         argument("--no-think", action="store_false", dest="think", help="Ask a reasoning model not to think."),
         argument("--no-reasoning", action="store_true", help="Hide the model's reasoning for this cell (still kept)."),
+        argument("--json", action="store_true", help="Ask for a JSON object; --out stores it as a dict."),
+        argument("--schema", metavar="SPEC",
+                 help="Ask for JSON of this shape: a pydantic model, dataclass, TypedDict or JSON Schema dict "
+                      "named from the notebook, or \"name str, age int, tags list[str]\"."),
+        argument("--choice", metavar="CHOICES", help='One of these answers: "a|b|c", or a list or Enum from the notebook.'),
+        argument("--regex", metavar="RE", help="An answer matching this regular expression."),
+        argument("--grammar", metavar="G", help="An answer of this grammar (as vLLM takes it, e.g. EBNF/GBNF)."),
         argument("-i", "--interpolate", action="store_true",
                  help="Expand {name} and {expression} from the notebook's variables ({{ and }} for braces)."),
     ]
@@ -62,14 +74,18 @@ def run_cell(magics: VLLMMagics, line: str, cell: str) -> None:
         chat.reset()
     if args.system is not None:
         chat.conversation.set_system(args.system)
-    response = chat.stream(prompt, model=args.model, record=not args.once, think=args.think, **params)
-    text = show(magics, response, raw=args.raw, show_reasoning=not args.no_reasoning)
+    shape = constraint(json=args.json, schema=args.schema, choice=args.choice, regex=args.regex,
+                       grammar=args.grammar, namespace=magics.shell.user_ns)
+    response = chat.stream(prompt, model=args.model, record=not args.once, think=args.think, shape=shape, **params)
+    turn = show(magics, response, raw=args.raw, show_reasoning=not args.no_reasoning)
+    if shape is not None and turn is not None and shape.kind in ("json", "schema"):
+        show_value(turn.value)
     if args.out:
-        magics.shell.user_ns[args.out] = text
+        magics.shell.user_ns[args.out] = (turn.value if shape else turn.text) if turn else None
 
 
-def show(magics: VLLMMagics, response: Response, raw: bool = False, show_reasoning: bool = True) -> str:
-    """Stream ``response`` into the cell's output; return the text. Errors keep what arrived."""
+def show(magics: VLLMMagics, response: Response, raw: bool = False, show_reasoning: bool = True) -> Turn | None:
+    """Stream ``response`` into the cell's output; return the recorded turn. Errors keep what arrived."""
     for note in response.notes:
         if note not in magics.shown_notes:
             magics.shown_notes.add(note)
@@ -78,10 +94,24 @@ def show(magics: VLLMMagics, response: Response, raw: bool = False, show_reasoni
     view = CellSink if not raw and in_kernel(magics.shell) else PlainSink
     sink = view(rate=session.render_rate, show_reasoning=session.show_reasoning and show_reasoning)
     try:
-        turn = drive(response, sink)
+        return drive(response, sink)
     except KeyboardInterrupt:
         raise interrupted(response) from None
-    return turn.text if turn else ""
+
+
+def show_value(value: Any) -> None:
+    """A structured answer's value: a one-row table when it is flat, else pretty JSON."""
+    from IPython.display import display
+
+    data = plain(value)
+    if isinstance(data, dict) and data and all(not isinstance(v, (dict, list)) for v in data.values()):
+        import pandas as pd
+
+        display(pd.DataFrame([data]))
+        return
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    rendered = markdown_to_html("```json\n" + text + "\n```")
+    display({"text/html": f'<div class="vllm-magic">{rendered}</div>', "text/plain": text}, raw=True)
 
 
 def interrupted(response: Response) -> errors.Interrupted:
