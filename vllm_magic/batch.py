@@ -1,36 +1,152 @@
-"""A batch job's own connections, which it can cut at once (Ctrl-C, or a batch that failed for good).
+"""The one batch runner: a job of many independent requests (embedding batches, one prompt per row).
 
-Closing an httpx client leaves a thread blocked reading an answer waiting until the server replies;
-shutting the sockets down ends those reads at once and tells the server to drop the requests (vLLM
-aborts a request whose client went away). The job's connections are a pool of their own, so cutting
-them leaves the notebook's other requests alone.
+    >>> for done in run_batch(client, tasks, work, concurrency=32, progress=bar):
+    ...     keep(done.task, done.value, done.error)      # in the order they finish
+
+``concurrency`` worker threads send on the job's own connections (:class:`JobConnections`); the
+calling thread hands each finished task back as it comes, draws the progress and is the one Ctrl-C
+reaches. Leaving the loop early (Ctrl-C, an error the caller raises, ``break``) cuts every request
+in flight at once, so vLLM frees them, and sends nothing more; what was handed back is the caller's
+to keep. A 429 or 503 anywhere slows the whole job (:class:`SharedBackoff`).
+
+Threads on the sync client, not an event loop on the async one, because they measured faster on
+the same server: about half the client CPU per request and twice the rows per second, at 32
+requests in flight.
 """
 
 from __future__ import annotations
 
+import queue
 import socket
 import threading
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, TypeVar
 
-from .client import Client
+from .client import Client, Pacing
+from .progress import Progress
+
+T = TypeVar("T")
+_POLL = 0.25
+"""Seconds between the calling thread's checks for Ctrl-C while it waits for answers."""
+
+
+class Cancelled(Exception):
+    """The job stopped while this request waited for its turn."""
+
+
+class SharedBackoff(Pacing):
+    """A job's shared answer to 429 and 503: the delay applies to every request of the job, and
+    until a request sent after it succeeds, requests go one at a time.
+
+    So a storm costs one request per backoff delay, not one per request in flight, and the job
+    speeds up again as soon as the server answers.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._until = 0.0
+        """No request starts before this (``time.monotonic``)."""
+        self._limited = False
+        """A 429/503 came and no request sent since has succeeded: one request at a time."""
+        self._probing = False
+        self._generation = 0
+        """Counts the holds, so a success of a request sent before the last one does not count."""
+        self._cancelled = False
+        self._local = threading.local()
+        self.holds = 0
+        """429/503 answers retried so far in the job."""
+
+    def turn(self) -> _Turn:
+        return _Turn(self)
+
+    def hold(self, seconds: float) -> None:
+        self._local.held = True
+        with self._changed:
+            self._until = max(self._until, time.monotonic() + seconds)
+            self._limited = True
+            self._generation += 1
+            self.holds += 1
+            self._changed.notify_all()
+
+    def cancel(self) -> None:
+        """Wake every request waiting for its turn: it raises :class:`Cancelled`."""
+        with self._changed:
+            self._cancelled = True
+            self._changed.notify_all()
+
+    def _enter(self) -> tuple[int, bool]:
+        """Wait for this request's turn; return the generation it starts in and whether it probes."""
+        self._local.held = False
+        if not (self._limited or self._cancelled) and time.monotonic() >= self._until:
+            return self._generation, False  # the usual case, without the lock
+        with self._changed:
+            while True:
+                if self._cancelled:
+                    raise Cancelled
+                wait = self._until - time.monotonic()
+                if wait > 0:
+                    self._changed.wait(wait)
+                elif self._limited and self._probing:
+                    self._changed.wait()
+                else:
+                    self._probing = probe = self._limited
+                    return self._generation, probe
+
+    def _leave(self, generation: int, probe: bool, ok: bool) -> None:
+        succeeded = ok and not self._local.held and generation == self._generation
+        if not (probe or (succeeded and self._limited)):
+            return
+        with self._changed:
+            if probe:
+                self._probing = False
+            if succeeded and generation == self._generation:
+                self._limited = False
+            self._changed.notify_all()
+
+
+class _Turn:
+    __slots__ = ("_backoff", "_generation", "_probe")
+
+    def __init__(self, backoff: SharedBackoff) -> None:
+        self._backoff = backoff
+
+    def __enter__(self) -> None:
+        self._generation, self._probe = self._backoff._enter()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._backoff._leave(self._generation, self._probe, ok=kind is None)
 
 
 class JobConnections:
-    """A pool of connections for one job's requests; :meth:`abort` cuts every one of them."""
+    """A pool of connections for one job's requests; :meth:`abort` cuts every one of them.
 
-    def __init__(self, client: Client) -> None:
+    Closing an httpx client leaves a thread blocked reading an answer waiting until the server
+    replies; shutting the sockets down ends those reads at once and tells the server to drop the
+    requests (vLLM aborts a request whose client went away). The job's connections are a pool of
+    their own, so cutting them leaves the notebook's other requests alone.
+    """
+
+    def __init__(self, client: Client, connections: int = 100) -> None:
         self.client = client
-        self._pool = client.new_pool()
+        self.backoff = SharedBackoff()
+        self._pool = client.new_pool(connections)
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._aborted = False
 
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """``POST path`` on this job's connections (threads may call it at once): the JSON answer."""
+        return self.client.post(path, body, pool=self._pool, trace=self._track, pacing=self.backoff)
+
     def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
-        """``POST /v1/embeddings`` on this job's connections (threads may call it at once)."""
-        return self.client.embeddings(body, pool=self._pool, trace=self._track)
+        return self.post("/v1/embeddings", body)
 
     def abort(self) -> None:
         """Cut the connections now (requests in flight fail at once), then close the pool."""
+        self.backoff.cancel()
         with self._lock:
             self._aborted = True
             sockets = list(self._sockets)
@@ -58,3 +174,101 @@ def _shutdown(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass  # already closed
+
+
+@dataclass
+class Done(Generic[T]):
+    """A finished task: its value, or the error it failed with, and the seconds it took."""
+
+    task: T
+    value: Any
+    error: BaseException | None
+    seconds: float
+
+
+def run_batch(
+    client: Client,
+    tasks: Iterable[T],
+    work: Callable[[JobConnections, T], Any],
+    *,
+    concurrency: int,
+    progress: Progress,
+    size: Callable[[T], int] = len,  # type: ignore[assignment]
+    tokens: Callable[[Any], int] | None = None,
+) -> Iterator[Done[T]]:
+    """Run ``work(connections, task)`` for every task, ``concurrency`` at a time, and hand each
+    back as it finishes (a failed task carries its error; the job goes on unless the caller stops).
+
+    ``tasks`` may be a generator: tasks are taken as workers get free, so a long job never holds
+    them all. ``progress`` counts one step and ``size(task)`` items per task, the ``tokens(value)``
+    of each answer and the failures; it is closed when the job ends, however it ends.
+    """
+    connections = JobConnections(client, concurrency)
+    pending = iter(tasks)
+    taken = threading.Lock()
+    finished: queue.SimpleQueue[Done[T] | _Broken | None] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            with taken:
+                try:
+                    task = next(pending)
+                except StopIteration:
+                    break
+                except BaseException as exc:  # making the next task failed: the job cannot go on
+                    finished.put(_Broken(exc))
+                    break
+            started = time.perf_counter()
+            try:
+                done = Done(task, work(connections, task), None, 0.0)
+            except BaseException as exc:  # handed to the calling thread with its task
+                done = Done(task, None, exc, 0.0)
+            done.seconds = time.perf_counter() - started
+            finished.put(done)
+        finished.put(None)
+
+    workers = [threading.Thread(target=worker, name="vllm-batch", daemon=True) for _ in range(concurrency)]
+    for thread in workers:
+        thread.start()
+    steps = items = tokens_done = failures = 0
+    running = len(workers)
+    ok = False
+    try:
+        while running:
+            done = _next(finished)
+            if done is None:
+                running -= 1
+                continue
+            if isinstance(done, _Broken):
+                raise done.error
+            steps += 1
+            items += size(done.task)
+            if done.error is not None:
+                failures += 1
+            elif tokens is not None:
+                tokens_done += tokens(done.value)
+            progress.update(steps, items, tokens=tokens_done, errors=failures)
+            yield done
+        ok = True
+    finally:
+        stop.set()
+        if ok:
+            connections.close()
+        else:
+            connections.abort()
+        progress.close(ok=ok)
+
+
+@dataclass
+class _Broken:
+    error: BaseException
+
+
+def _next(finished: queue.SimpleQueue) -> Any:
+    # A short timeout, so Ctrl-C is seen at once even when the signal lands on another thread.
+    while True:
+        try:
+            return finished.get(timeout=_POLL)
+        except queue.Empty:
+            continue

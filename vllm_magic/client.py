@@ -6,11 +6,13 @@ and :class:`~vllm_magic.errors.VLLMError` subclasses with a human message.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +26,25 @@ if TYPE_CHECKING:
 
 RETRY_STATUSES = frozenset({429, 503})
 CHAT_PATH = "/v1/chat/completions"
+
+
+class Pacing:
+    """When a request may go: each attempt runs inside :meth:`turn`, and a 429 or 503 that will be
+    retried calls :meth:`hold` with the delay before the next attempt.
+
+    A request on its own sleeps the delay. A batch job shares one across its requests
+    (:class:`vllm_magic.batch.SharedBackoff`), so a rate-limit storm slows the whole job instead
+    of multiplying its requests.
+    """
+
+    def turn(self) -> AbstractContextManager[object]:
+        return nullcontext()
+
+    def hold(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+ALONE = Pacing()
 
 
 def normalize_base_url(url: str) -> str:
@@ -146,19 +167,33 @@ class Client:
         await response.aread()
         return response.json()
 
-    def embeddings(self, body: dict[str, Any], *, pool: httpx.Client | None = None,
-                   trace: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """``POST /v1/embeddings`` on this client's connections, or on ``pool`` (a batch job's own,
-        from :meth:`new_pool`) with httpcore's ``trace`` hook."""
-        http = pool or self._http
-        request = http.build_request("POST", self._url("/v1/embeddings"), json=body,
-                                     extensions={"trace": trace} if trace else {})
-        return self._send(request, stream=False, model=body.get("model"), http=http).json()
+    def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v1/embeddings``."""
+        return self.post("/v1/embeddings", body)
 
-    def new_pool(self) -> httpx.Client:
-        """A connection pool of its own with this client's key, timeout and transport."""
+    def post(self, path: str, body: dict[str, Any], *, pool: httpx.Client | None = None,
+             trace: Callable[[str, dict[str, Any]], None] | None = None, pacing: Pacing = ALONE) -> Any:
+        """``POST path`` with a JSON body, not streamed: the decoded JSON answer. A batch job sends
+        on ``pool`` (its own, from :meth:`new_pool`) with httpcore's ``trace`` hook and its shared
+        ``pacing``."""
+        http = pool or self._http
+        request = http.build_request("POST", self._url(path), json=body, extensions={"trace": trace} if trace else {})
+        response = self._send(request, stream=False, model=body.get("model"), http=http, pacing=pacing)
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise errors.UnexpectedResponse(
+                f"The server at {self.display_url} answered {path} with something that is not JSON "
+                f"({response.text[:120]!r}).",
+                "Check that the URL points at a vLLM or OpenAI-compatible server.",
+            ) from None
+
+    def new_pool(self, connections: int = 100) -> httpx.Client:
+        """A connection pool of its own with this client's key, timeout and transport, keeping up
+        to ``connections`` connections open (a batch job's concurrency)."""
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         return httpx.Client(headers=self._http.headers, timeout=self._http.timeout, transport=self._transport,
-                            follow_redirects=True)
+                            follow_redirects=True, limits=limits)
 
     def stream_chat(self, body: dict[str, Any]) -> Iterator[Event]:
         """Stream ``/v1/chat/completions``; yields events until the answer ends.
@@ -218,21 +253,22 @@ class Client:
 
     def _send(
         self, request: httpx.Request, *, stream: bool, model: str | None, retry: bool = True,
-        http: httpx.Client | None = None,
+        http: httpx.Client | None = None, pacing: Pacing = ALONE,
     ) -> httpx.Response:
         """Send with bounded retries on 429/503 (always before any token), map failures to errors."""
         attempts = 1 + (self.max_retries if retry else 0)
         for attempt in range(attempts):
-            try:
-                response = (http or self._http).send(request, stream=stream)
-            except httpx.TransportError as exc:
-                raise self._unreachable(exc) from None
-            if response.status_code < 400:
-                return response
-            response.read()  # an error body is small; the message is in it
-            delay = self._retry_or_raise(response, attempt, attempt + 1 < attempts, model)
-            response.close()
-            time.sleep(delay)
+            with pacing.turn():
+                try:
+                    response = (http or self._http).send(request, stream=stream)
+                except httpx.TransportError as exc:
+                    raise self._unreachable(exc) from None
+                if response.status_code < 400:
+                    return response
+                response.read()  # an error body is small; the message is in it
+                delay = self._retry_or_raise(response, attempt, attempt + 1 < attempts, model)
+                response.close()
+                pacing.hold(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _asend(self, http: httpx.AsyncClient, request: httpx.Request, *, model: str | None) -> httpx.Response:

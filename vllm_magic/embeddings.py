@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import queue
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 
 from . import errors
 from .connection import Connection
-from .batch import JobConnections
+from .batch import JobConnections, run_batch
 from .client import Client
 from .progress import Progress, progress_bar
 
@@ -33,8 +32,6 @@ BATCH_SIZE = 512
 BATCH_CHARS = 100_000
 """A batch stops at this many characters too, so long texts make smaller requests."""
 CONCURRENCY = 4
-_POLL = 0.25
-"""Seconds between the main thread's checks for Ctrl-C while it waits for batches."""
 
 
 def embedding_connection(
@@ -232,13 +229,10 @@ def _numpy() -> Any:
 
 
 class _Job:
-    """Sends the batches and writes each vector into the row of its text.
-
-    One batch is sent from the calling thread: Ctrl-C there closes the connection as it unwinds,
-    as for a chat stream. More go out ``concurrency`` at a time from worker threads, on a client
-    of their own (:class:`~vllm_magic.batch.JobConnections`) that Ctrl-C cuts at once, while the
-    calling thread draws the progress and is the one Ctrl-C reaches. The matrix is allocated when
-    the first answer tells the vector size.
+    """Sends the batches through the batch runner (:func:`~vllm_magic.batch.run_batch`) and writes
+    each vector into the row of its text, from the worker thread that received it. The matrix is
+    allocated when the first answer tells the vector size. A batch that fails for good stops the
+    job: the runner cuts the requests in flight, as it does on Ctrl-C.
     """
 
     def __init__(self, client: Client, body: dict[str, Any], plan: _Plan, batches: list[range]) -> None:
@@ -249,73 +243,16 @@ class _Job:
         self.matrix: Any = None
         self._encoding = "base64"
         self._lock = threading.Lock()
-        self._stop = threading.Event()
 
     def run(self, concurrency: int, progress: Progress) -> Any:
-        """Every batch done, duplicates copied and missing rows NaN: the full matrix. Anything
-        else (a failed batch, Ctrl-C) cuts the requests in flight and raises."""
-        try:
-            if len(self.batches) == 1:
-                self._embed_here(self.batches[0], progress)
-            else:
-                self._embed_concurrently(concurrency, progress)
-        except BaseException:
-            progress.close(ok=False)
-            raise
-        progress.close(ok=True)
+        """Every batch done, duplicates copied and missing rows NaN: the full matrix."""
+        for done in run_batch(self.client, self.batches, self._embed, concurrency=min(concurrency, len(self.batches)),
+                              progress=progress):
+            if done.error is not None:
+                raise self._explain(done.error, done.task)
         return self._finish()
 
-    def _embed_here(self, batch: range, progress: Progress) -> None:
-        try:
-            self._embed(self.client, batch)
-        except errors.VLLMError as exc:
-            raise self._explain(exc, batch) from None
-        progress.update(1, len(batch))
-
-    def _embed_concurrently(self, concurrency: int, progress: Progress) -> None:
-        client = JobConnections(self.client)
-        todo: queue.SimpleQueue[range] = queue.SimpleQueue()
-        for batch in self.batches:
-            todo.put(batch)
-        done: queue.SimpleQueue[tuple[range, BaseException | None]] = queue.SimpleQueue()
-        for _ in range(min(concurrency, len(self.batches))):
-            threading.Thread(target=self._work, args=(client, todo, done), name="vllm-embed", daemon=True).start()
-        texts_done = 0
-        try:
-            for finished in range(1, len(self.batches) + 1):
-                batch, error = self._wait(done)
-                if error is not None:
-                    raise self._explain(error, batch) from None
-                texts_done += len(batch)
-                progress.update(finished, texts_done)
-        except BaseException:
-            self._stop.set()
-            client.abort()
-            raise
-        client.close()
-
-    def _wait(self, done: queue.SimpleQueue) -> tuple[range, BaseException | None]:
-        # A short timeout, so Ctrl-C is seen at once even when the signal lands on another thread.
-        while True:
-            try:
-                return done.get(timeout=_POLL)
-            except queue.Empty:
-                continue
-
-    def _work(self, client: JobConnections, todo: queue.SimpleQueue, done: queue.SimpleQueue) -> None:
-        while not self._stop.is_set():
-            try:
-                batch = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                self._embed(client, batch)
-            except BaseException as exc:  # handed to the main thread, which stops the job
-                done.put((batch, exc))
-                return
-            done.put((batch, None))
-
-    def _embed(self, client: Client | JobConnections, batch: range) -> None:
+    def _embed(self, client: JobConnections, batch: range) -> None:
         np = _numpy()
         answer = self._post(client, self.plan.texts[batch.start : batch.stop])
         try:
@@ -335,7 +272,7 @@ class _Job:
                 "Check that the URL points at a vLLM or OpenAI-compatible server.",
             ) from None
 
-    def _post(self, client: Client | JobConnections, texts: list[str]) -> dict[str, Any]:
+    def _post(self, client: JobConnections, texts: list[str]) -> dict[str, Any]:
         """One request; if the server rejects base64, this and later batches ask for floats."""
         body = {**self.body, "input": texts}
         if self._encoding == "base64":

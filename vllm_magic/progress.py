@@ -13,20 +13,27 @@ from typing import Any, TextIO
 
 
 class Progress:
-    """Counts finished steps (e.g. batches) and items (e.g. texts); subclasses draw the line."""
+    """Counts finished steps (e.g. batches) and items (e.g. texts), and for chat jobs the tokens
+    generated and the steps that failed; subclasses draw the line.
 
-    def __init__(self, steps: int, items: int, *, title: str = "Embedding", step_name: str = "batches",
-                 item_name: str = "texts", rate: float = 10.0) -> None:
+    ``step_name`` None leaves the steps out of the line (a job whose items are what counts).
+    ``log_every`` is the fewest seconds between two lines on a log file (0: every step).
+    """
+
+    def __init__(self, steps: int, items: int, *, title: str = "Embedding", step_name: str | None = "batches",
+                 item_name: str = "texts", rate: float = 10.0, log_every: float = 0.0) -> None:
         self.title = title
         self.steps, self.items = steps, items
         self.step_name, self.item_name = step_name, item_name
-        self.steps_done = self.items_done = 0
+        self.steps_done = self.items_done = self.tokens = self.errors = 0
+        self.log_every = log_every
         self._interval = 1.0 / rate
         self._started = self._drawn = time.monotonic()
 
-    def update(self, steps_done: int, items_done: int) -> None:
+    def update(self, steps_done: int, items_done: int, *, tokens: int = 0, errors: int = 0) -> None:
         new_step = steps_done != self.steps_done
         self.steps_done, self.items_done = steps_done, items_done
+        self.tokens, self.errors = tokens, errors
         if self.due(new_step):
             self.draw(self.line(), final=None)
 
@@ -45,13 +52,17 @@ class Progress:
     def line(self, stopped: bool = False) -> str:
         seconds = max(time.monotonic() - self._started, 1e-9)
         speed = self.items_done / seconds
-        done = f"{self.steps_done:,}/{self.steps:,} {self.step_name}"
+        items = f"{self.items_done:,}/{self.items:,} {self.item_name}"
+        done = [f"{self.steps_done:,}/{self.steps:,} {self.step_name}", items] if self.step_name else [items]
+        failed = [f"{self.errors:,} failed"] if self.errors else []
         if stopped:
-            return f"stopped at {done} ({self.items_done:,}/{self.items:,} {self.item_name})"
-        if self.steps_done == self.steps:
-            return f"{done} · {self.items:,} {self.item_name} in {_duration(seconds)} ({speed:,.0f} {self.item_name}/s)"
+            return f"stopped at {done[0]}" + (f" ({', '.join([*done[1:], *failed])})" if done[1:] or failed else "")
+        rates = [f"{speed:,.0f} {self.item_name}/s"] + ([f"{self.tokens / seconds:,.0f} tokens/s"] if self.tokens else [])
+        if self.items_done >= self.items:
+            total = f"{self.items:,} {self.item_name} in {_duration(seconds)}"
+            return " · ".join([*done[:-1], total]) + f" ({', '.join([*rates, *failed])})"
         eta = f"ETA {_duration((self.items - self.items_done) / speed)}" if speed else "ETA ?"
-        return f"{done} · {self.items_done:,}/{self.items:,} {self.item_name} · {speed:,.0f} {self.item_name}/s · {eta}"
+        return " · ".join([*done, *rates, *failed, eta])
 
     def draw(self, line: str, final: bool | None) -> None:
         """Show ``line``; ``final`` is None while running, then True (finished) or False (stopped)."""
@@ -72,7 +83,13 @@ class TextProgress(Progress):
     def due(self, new_step: bool) -> bool:
         if self._in_place:
             return super().due(new_step)
-        return new_step and self.steps_done < self.steps  # the last step is drawn by close()
+        if not new_step or self.items_done >= self.items:  # the last step is drawn by close()
+            return False
+        now = time.monotonic()
+        if now - self._drawn < self.log_every:
+            return False
+        self._drawn = now
+        return True
 
     def draw(self, line: str, final: bool | None) -> None:
         text = f"{self.title}: {line}"
@@ -95,24 +112,25 @@ class WidgetProgress(Progress):
         from IPython.display import display
 
         super().__init__(steps, items, **kwargs)
-        self.bar = ipywidgets.IntProgress(value=0, min=0, max=steps, description=self.title)
+        self.bar = ipywidgets.IntProgress(value=0, min=0, max=items, description=self.title)
         self.label = ipywidgets.Label(self.line())
         display(ipywidgets.HBox([self.bar, self.label]))
 
     def draw(self, line: str, final: bool | None) -> None:
-        self.bar.value = self.steps_done
+        self.bar.value = self.items_done
         self.label.value = line
         if final is not None:
             self.bar.bar_style = "success" if final else "danger"
 
 
-def progress_bar(steps: int, items: int, show: bool | None = None) -> Progress:
-    """The right bar for where the code runs; ``show`` None means: only for more than one step."""
+def progress_bar(steps: int, items: int, show: bool | None = None, **kwargs: Any) -> Progress:
+    """The right bar for where the code runs; ``show`` None means: only for more than one step.
+    ``kwargs`` are :class:`Progress`'s (title, names, pacing)."""
     if not (show if show is not None else steps > 1):
-        return Progress(steps, items)  # draws nothing
+        return Progress(steps, items, **kwargs)  # draws nothing
     if _in_kernel():
-        return WidgetProgress(steps, items)
-    return TextProgress(steps, items)
+        return WidgetProgress(steps, items, **kwargs)
+    return TextProgress(steps, items, **kwargs)
 
 
 def _in_kernel() -> bool:

@@ -372,7 +372,7 @@ def test_magic_errors_are_one_paragraph(ip: Shell) -> None:
 
 
 def test_magic_ctrl_c_is_one_paragraph(ip: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
-    def interrupt(*args: object) -> None:
+    def interrupt(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Progress, "update", interrupt)
