@@ -1,5 +1,11 @@
 """Session fixtures that run real ``vllm serve`` processes (CPU build, tiny local models).
 
+``vllm_chat`` serves the model trained on ``scripts/tiny_corpus.py`` (real answers to the corpus
+prompts, ending with "stop"); ``vllm_random`` the random-weight model (gibberish that only
+``max_tokens`` or a stop string ends) for robustness tests; ``vllm_reasoning`` the trained model
+behind vLLM's qwen3 reasoning parser; ``vllm_embed`` all-MiniLM-L6-v2. ``tiny_corpus`` is importable
+in tests, as ``vllm_env`` is.
+
 vLLM needs 30-90 s to boot on this 2-core machine, so the servers are launched as soon as
 collection ends, in a background thread, and only those whose fixtures a collected test
 requests; the fast tests run meanwhile and the fixtures merely wait for readiness. A failure to
@@ -25,22 +31,28 @@ if TYPE_CHECKING:  # the same module, as mypy sees it with scripts/ on its path
 ROOT = Path(__file__).resolve().parents[1]
 INTEGRATION = ROOT / "tests" / "integration"
 LOG_DIR = ROOT / "test-artifacts" / "vllm"
-FIXTURE_KINDS = {"vllm_chat": "chat", "vllm_embed": "embed"}
+FIXTURE_KINDS = {
+    "vllm_chat": "chat",
+    "vllm_random": "random",
+    "vllm_reasoning": "reasoning",
+    "vllm_embed": "embed",
+}
 # The first test that needs a server also pays for a cold environment build and the boot.
 FIRST_USE_TIMEOUT = 900
 
 
-def _load_vllm_env() -> ModuleType:
-    """Import scripts/vllm_env.py by path: scripts/ is not a package and must stay stdlib-only."""
-    spec = importlib.util.spec_from_file_location("vllm_env", ROOT / "scripts" / "vllm_env.py")
+def _load_script(name: str) -> ModuleType:
+    """Import scripts/NAME.py by path: scripts/ is not a package and must stay stdlib-only."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    sys.modules["vllm_env"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-vllm_env = _load_vllm_env()
+vllm_env = _load_script("vllm_env")
+tiny_corpus = _load_script("tiny_corpus")  # the trained model's prompts and answers
 
 
 class _Launcher:
@@ -132,8 +144,25 @@ def pytest_sessionfinish() -> None:
 
 @pytest.fixture(scope="session")
 def vllm_chat() -> VLLMServer:
-    """``tiny-chat`` (random tiny Llama, max_model_len 512) behind a random API key."""
+    """``tiny-chat`` (tiny Llama trained on scripts/tiny_corpus.py, max_model_len 512, hermes tool
+    parser) behind a random API key. Greedy answers to corpus prompts are the corpus answers."""
     return _launcher.get("chat")
+
+
+@pytest.fixture(scope="session")
+def vllm_random() -> VLLMServer:
+    """``tiny-random`` (random tiny Llama, max_model_len 512) behind a random API key: greedy output
+    is printable ASCII that never hits EOS, so ``finish_reason`` is "length" unless a stop string
+    matches; sampling can give U+FFFD and control characters."""
+    return _launcher.get("random")
+
+
+@pytest.fixture(scope="session")
+def vllm_reasoning() -> VLLMServer:
+    """``tiny-chat-reasoning``: the trained model with ``--reasoning-parser qwen3`` (and the tool
+    parser), so its ``<think>`` answers arrive as ``reasoning``. Answers without ``<think>`` arrive
+    as reasoning too there, which is why ``vllm_chat`` runs without that parser."""
+    return _launcher.get("reasoning")
 
 
 @pytest.fixture(scope="session")
