@@ -1,6 +1,7 @@
 """The chat panel's pace in a real browser, against %%chat and against a code cell run alone.
 
-Real vLLM (tiny model), real JupyterLab, Debian's Chromium. Times are taken in the page with
+Real vLLM (the random tiny model: its answers run to max_tokens, so a long one is still streaming
+while the code cell runs), real JupyterLab, Debian's Chromium. Times are taken in the page with
 ``performance.now()`` and a MutationObserver, from the action to the first visible change:
 
 * time to first visible token: Enter in the panel vs running a ``%%chat`` cell with the same
@@ -82,7 +83,7 @@ def wait_idle(page) -> None:
 
 
 def measure(repeats: int = 5) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp, vllm_env.start_server("chat") as server:
+    with tempfile.TemporaryDirectory() as tmp, vllm_env.start_server("random") as server:
         server.wait_ready()
         lab = start_lab_server(Path(tmp), {"VLLM_BASE_URL": server.base_url}, Path(tmp) / "lab.log")
         try:

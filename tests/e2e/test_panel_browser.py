@@ -1,8 +1,19 @@
-"""The ipywidgets chat panel in real JupyterLab (Chromium), on the real vLLM tiny model."""
+"""The ipywidgets chat panel in real JupyterLab (Chromium), on the real vLLM random tiny model.
+
+``tiny-random`` (``vllm_random``) never ends an answer by itself: max_tokens decides each answer's
+length, and a long one is still streaming when Stop is clicked. It writes 480 tokens in about a
+second here, quicker than a click lands, so the kernel reaches it through a proxy that passes the
+answers on at a remote server's pace.
+"""
 
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import suppress
 
 import pytest
 from lab import LabServer, assert_no_widget_errors, open_notebook, outputs, run_all, write_notebook
@@ -15,9 +26,49 @@ CELLS = [
 ]
 
 
+class DripProxy:
+    """A loopback TCP proxy to ``port`` that passes the server's bytes on at ``rate`` bytes/s
+    (about 70 tokens/s of vLLM's stream events); requests go through at once."""
+
+    def __init__(self, port: int, rate: int = 16_000) -> None:
+        self._port, self._rate = port, rate
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, name="drip-proxy", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(("127.0.0.1", self._port))
+            threading.Thread(target=self._pump, args=(client, upstream, 0), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, self._rate), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, rate: int) -> None:
+        try:
+            while data := source.recv(1024):
+                sink.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:  # either side hanging up ends both directions (a Stop closes the connection)
+            for sock in (source, sink):
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
 @pytest.fixture(scope="module")
-def lab_env(vllm_chat) -> dict[str, str]:
-    return {"VLLM_BASE_URL": vllm_chat.base_url, "VLLM_API_KEY": vllm_chat.api_key}
+def lab_env(vllm_random) -> Iterator[dict[str, str]]:
+    proxy = DripProxy(vllm_random.port)
+    yield {"VLLM_BASE_URL": proxy.url, "VLLM_API_KEY": vllm_random.api_key}
+    proxy.close()
 
 
 def test_panel_chats_streams_stops_and_shares_the_notebooks_conversation(page: Page, lab_server: LabServer) -> None:
