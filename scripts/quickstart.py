@@ -1,7 +1,8 @@
 """Run notebooks/quickstart.ipynb headless and say where its output is.
 
 Uses the server in VLLM_BASE_URL (and VLLM_API_KEY) when set; otherwise starts the embedded
-default, a local real vLLM serving the project's tiny chat model, and stops it afterwards.
+default, a local real vLLM serving the project's tiny chat model (trained at build time on
+scripts/tiny_corpus.py, which holds the notebook's prompts), and stops it afterwards.
 """
 
 from __future__ import annotations
