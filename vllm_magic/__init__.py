@@ -1,7 +1,7 @@
 """vllm_magic: talk to a vLLM (or any OpenAI-compatible) server from Jupyter.
 
 In a notebook: ``%load_ext vllm_magic``, then ``%%chat`` cells and ``%vllm`` commands.
-In Python: ``Chat(base_url).ask("hi")``, ``models(base_url)``, ``embed(texts)``.
+In Python: ``Chat(base_url).ask("hi")``, ``models(base_url)``, ``embed(texts)``, ``ask_each(df, "... {column}")``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from .client import Client
 from .conversation import Conversation, Turn
 from .embeddings import embed
 from .errors import VLLMError
+from .mapping import MapStopped, Written, ask_each
 from .messages import Message
 from .response import Response, drive
 from .session import Session
 
 __all__ = [
-    "Chat", "Client", "Connection", "Conversation", "Message", "Response", "Session", "Turn", "VLLMError",
-    "drive", "embed", "models", "load_ipython_extension",
+    "Chat", "Client", "Connection", "Conversation", "MapStopped", "Message", "Response", "Session", "Turn",
+    "VLLMError", "Written", "ask_each", "drive", "embed", "models", "load_ipython_extension",
 ]
 __version__ = "0.1.0"
 

@@ -20,7 +20,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -176,6 +176,17 @@ def _shutdown(sock: socket.socket) -> None:
         pass  # already closed
 
 
+def name_rows(rows: Sequence[int], labels: Any = None, shown: int = 5) -> str:
+    """``rows 3, 17 and 40`` (by ``labels``, an input's index, when given), cut short after ``shown``."""
+    names = [repr(labels[row]) if labels is not None else str(row) for row in rows[:shown]]
+    more = len(rows) - len(names)
+    if more:
+        return f"rows {', '.join(names)} and {more:,} more"
+    if len(names) == 1:
+        return f"row {names[0]}"
+    return f"rows {', '.join(names[:-1])} and {names[-1]}"
+
+
 @dataclass
 class Done(Generic[T]):
     """A finished task: its value, or the error it failed with, and the seconds it took."""
@@ -231,25 +242,30 @@ def run_batch(
     workers = [threading.Thread(target=worker, name="vllm-batch", daemon=True) for _ in range(concurrency)]
     for thread in workers:
         thread.start()
-    steps = items = tokens_done = failures = 0
+    counts = _Counts(progress, size, tokens)
     running = len(workers)
     ok = False
     try:
         while running:
-            done = _next(finished)
+            try:
+                done = _next(finished)
+            except KeyboardInterrupt:
+                # Answers that came before Ctrl-C are the caller's to keep: hand them back, then
+                # stop. Taken before the cut, which makes the requests in flight fail.
+                arrived = _drain(finished)
+                stop.set()
+                connections.abort()
+                for done in arrived:
+                    counts.add(done)
+                    yield done
+                raise
             if done is None:
                 running -= 1
-                continue
-            if isinstance(done, _Broken):
+            elif isinstance(done, _Broken):
                 raise done.error
-            steps += 1
-            items += size(done.task)
-            if done.error is not None:
-                failures += 1
-            elif tokens is not None:
-                tokens_done += tokens(done.value)
-            progress.update(steps, items, tokens=tokens_done, errors=failures)
-            yield done
+            else:
+                counts.add(done)
+                yield done
         ok = True
     finally:
         stop.set()
@@ -260,9 +276,38 @@ def run_batch(
         progress.close(ok=ok)
 
 
+class _Counts:
+    """What the progress shows: tasks and items done, tokens answered, tasks failed."""
+
+    def __init__(self, progress: Progress, size: Callable[[Any], int], tokens: Callable[[Any], int] | None) -> None:
+        self.progress, self.size, self.tokens = progress, size, tokens
+        self.steps = self.items = self.tokens_done = self.failures = 0
+
+    def add(self, done: Done) -> None:
+        self.steps += 1
+        self.items += self.size(done.task)
+        if done.error is not None:
+            self.failures += 1
+        elif self.tokens is not None:
+            self.tokens_done += self.tokens(done.value)
+        self.progress.update(self.steps, self.items, tokens=self.tokens_done, errors=self.failures)
+
+
 @dataclass
 class _Broken:
     error: BaseException
+
+
+def _drain(finished: queue.SimpleQueue) -> list[Done]:
+    """The finished tasks waiting in the queue now."""
+    arrived = []
+    while True:
+        try:
+            item = finished.get_nowait()
+        except queue.Empty:
+            return arrived
+        if isinstance(item, Done):
+            arrived.append(item)
 
 
 def _next(finished: queue.SimpleQueue) -> Any:

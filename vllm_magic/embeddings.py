@@ -23,7 +23,7 @@ from typing import Any
 
 from . import errors
 from .connection import Connection
-from .batch import JobConnections, run_batch
+from .batch import JobConnections, name_rows, run_batch
 from .client import Client
 from .progress import Progress, progress_bar
 
@@ -129,15 +129,9 @@ class _Plan:
     copies: dict[int, int] = field(default_factory=dict)
     missing: list[int] = field(default_factory=list)
 
-    def name_rows(self, rows: Sequence[int], shown: int = 5) -> str:
-        """``rows 3, 17 and 40`` (index labels for a Series), cut short after ``shown``."""
-        labels = [repr(self.labels[row]) if self.labels is not None else str(row) for row in rows[:shown]]
-        more = len(rows) - len(labels)
-        if more:
-            return f"rows {', '.join(labels)} and {more:,} more"
-        if len(labels) == 1:
-            return f"row {labels[0]}"
-        return f"rows {', '.join(labels[:-1])} and {labels[-1]}"
+    def name_rows(self, rows: Sequence[int]) -> str:
+        """``rows 3, 17 and 40`` (index labels for a Series), cut short after five."""
+        return name_rows(rows, self.labels)
 
 
 def _items(texts: Any) -> tuple[list[Any], Any]:

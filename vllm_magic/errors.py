@@ -60,6 +60,19 @@ PYTHON_FIXES: dict[str, str] = {
     "name_value": "Write parameters as `name=value` pairs.",
     "reserved_model": "Choose the model with `Chat(url, model=NAME)` or `chat.ask(..., model=NAME)`.",
     "not_a_conversation": "Load a file written by `Conversation.save()`.",
+    "map_option": "Pass e.g. `{name}={example}`.",
+    "map_input": "Pass a list of str, a Series (`ask_each(df.text, \"... {{}}\")`) or a DataFrame "
+                 "(`ask_each(df, \"... {{column}}\")`).",
+    "map_template": "Name one of them in the template ({names}); write a literal brace as {{{{ or }}}}.",
+    "map_missing": "Fill or drop those rows first (e.g. `df.dropna()`), or leave `on_error=\"keep\"` to get their "
+                   "error in the table.",
+    "map_prompt_too_long": "Shorten those rows' texts or the template, or use a model with a longer context; with "
+                           "`on_error=\"keep\"` the other rows go on and these keep their error.",
+    "map_resume": "Pass the `partial` table of the stopped job (`MapStopped.partial`), or the table an earlier "
+                  "`ask_each` over the same rows returned.",
+    "map_to": "Name a file ending in .parquet (a folder of parts) or .jsonl, e.g. `to=\"answers.parquet\"`.",
+    "map_to_other": "Write to a new file, or delete {path} to start over.",
+    "map_to_and_resume": "Give `to=` alone: the file says which rows are done.",
 }
 """How a Python script is told to fix each hinted error."""
 

@@ -54,4 +54,17 @@ NOTEBOOK_FIXES: dict[str, str] = {
     "name_value": "Write parameters as `%vllm params temperature=0.7 max_tokens=256`.",
     "reserved_model": "Choose the model with `--model NAME` or `%vllm connect URL --model NAME`.",
     "not_a_conversation": "Load a file written by `%vllm save PATH`.",
+    "map_option": "Use e.g. `{flag}`.",
+    "map_input": "Pass a list of str, a Series (`%vllm map df.text \"... {{}}\"`) or a DataFrame "
+                 "(`%vllm map df \"... {{column}}\"`).",
+    "map_template": "Name one of them in the template ({names}); write a literal brace as {{{{ or }}}}.",
+    "map_missing": "Fill or drop those rows first (e.g. `df.dropna()`), or drop `--on-error raise` to get their "
+                   "error in the table.",
+    "map_prompt_too_long": "Shorten those rows' texts or the template, or use a model with a longer context; "
+                           "without `--on-error raise` the other rows go on and these keep their error.",
+    "map_resume": "Give `--resume` the table a stopped `%vllm map` stored (it says where), or the DataFrame an "
+                  "earlier `%vllm map` over the same rows gave.",
+    "map_to": "Name a file ending in .parquet (a folder of parts) or .jsonl, e.g. `--to answers.parquet`.",
+    "map_to_other": "Write to a new file with `--to`, or delete {path} to start over.",
+    "map_to_and_resume": "Give `--to PATH` alone: the file says which rows are done.",
 }

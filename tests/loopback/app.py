@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from tests.loopback import chat, embeddings, info, tokenization
 from tests.loopback.errors import INTERNAL_SERVER_ERROR, NOT_FOUND, UNAUTHORIZED, method_not_allowed
@@ -30,6 +31,7 @@ class FakeVLLM:
     thought from answer like vLLM's ``<think>`` parsers): usage then always carries
     ``completion_tokens_details.reasoning_tokens``, and scripted replies may think.
     ``vllm_version`` is what ``/version`` answers (an older vLLM wants the pre-0.12 ``guided_*`` fields).
+    ``chat_delay`` is added before every chat answer, like a busy GPU's latency.
 
     For embeddings, ``embedding_encodings`` are the ``encoding_format`` values accepted (narrow it to
     ``("float",)`` to play a server without base64), and ``canned_embeddings`` answers every input
@@ -50,6 +52,7 @@ class FakeVLLM:
         default_max_tokens: int | None = 16,
         reasoning_parser: str | None = None,
         vllm_version: str = info.VLLM_VERSION,
+        chat_delay: float = 0.0,
     ) -> None:
         self.models = tuple(models)
         self.embedding_models = tuple(embedding_models)
@@ -62,11 +65,13 @@ class FakeVLLM:
         self.default_max_tokens = default_max_tokens
         self.reasoning_parser = reasoning_parser
         self.vllm_version = vllm_version
+        self.chat_delay = chat_delay
         self.requests: list[RecordedRequest] = []
         """Every request received, in arrival order (recorded before it is answered)."""
         self.client_disconnected = threading.Event()
         """Set when a client hung up while a reply was still being written or awaited."""
         self.chat_script: deque[ScriptedReply] = deque()
+        self.chat_rule: Callable[[dict[str, Any]], ScriptedReply | None] | None = None
         self.embedding_script: deque[ScriptedReply] = deque()
         self._arrival = threading.Condition()
         routes: dict[str, tuple[str, Endpoint]] = {
@@ -90,6 +95,12 @@ class FakeVLLM:
         if isinstance(reply, StreamReply) and reply.reasoning and not self.reasoning_parser:
             raise ValueError("only a server with a reasoning_parser sends reasoning")
         self.chat_script.append(reply)
+
+    def script_by(self, rule: Callable[[dict[str, Any]], ScriptedReply | None] | None) -> None:
+        """Script chat answers by what is asked, for concurrent requests whose order ``push`` cannot
+        know: ``rule(body)`` (the request's JSON) returns the reply, or None for the default answer.
+        Replies pushed with ``push`` come first; None removes the rule."""
+        self.chat_rule = rule
 
     def push_embedding(self, reply: ScriptedReply) -> None:
         """Script the next ``/v1/embeddings`` answer: a status, a hang, or a cut (half the body)."""

@@ -17,7 +17,9 @@ from tests.loopback.errors import (
     error, json_body, missing, param_error, prompt_too_long, unknown_model, validation_error,
 )
 from tests.loopback.model import completion_pieces, count_chat_tokens
-from tests.loopback.script import HangReply, StatusReply, StreamReply, cut_in_half, hung, next_script, status_answer
+from tests.loopback.script import (
+    HangReply, ScriptedReply, StatusReply, StreamReply, cut_in_half, hung, next_script, status_answer,
+)
 from tests.loopback.wire import (
     SSE_DONE, Answer, RecordedRequest, Silence, dripped, event_stream, fixed, render_json,
 )
@@ -30,6 +32,15 @@ SYSTEM_FINGERPRINT = "vllm-0.32.0-0164b094"
 
 def chat(app: FakeVLLM, request: RecordedRequest) -> Answer | Silence:
     script = next_script(app.chat_script)
+    if script is None and app.chat_rule is not None:
+        script = app.chat_rule(request.json if isinstance(request.json, dict) else {})
+    answer = _reply(app, request, script)
+    if app.chat_delay and isinstance(answer, Answer):
+        return dataclasses.replace(answer, delay=answer.delay + app.chat_delay)
+    return answer
+
+
+def _reply(app: FakeVLLM, request: RecordedRequest, script: ScriptedReply | None) -> Answer | Silence:
     if isinstance(script, StatusReply):
         return status_answer(script)
     if isinstance(script, StreamReply):
