@@ -82,6 +82,7 @@ class ChatPanel:
         self._session = session
         self.chat = session.chat(name)
         self._task: asyncio.Task | None = None
+        self._gauge_asked = 0  # how many context counts were asked for
         self._stopping = False  # set by Stop, so a cancellation from elsewhere is told apart
         self._live: widgets.VBox | None = None  # the answer being streamed
         self._live_views: dict[str, widgets.HTML] = {}  # its outputs, by CellSink display id
@@ -154,7 +155,8 @@ class ChatPanel:
 
     @property
     def streaming(self) -> bool:
-        return self._task is not None and not self._task.done()
+        """An answer is on its way (until the panel is ready for the next one)."""
+        return self._task is not None
 
     async def _stream(self, response: Response) -> None:
         answer = widgets.VBox()
@@ -178,7 +180,7 @@ class ChatPanel:
         """However the answer ended (also when Stop came before it started), the panel is ready again."""
         if task.cancelled() and not self._stopping:  # not our Stop button: the kernel cancelled it
             self._show_error(errors.Interrupted("The answer was cancelled by the kernel.", "Send the message again."))
-        self._stopping = False
+        self._task, self._stopping = None, False
         self._live, self._live_views = None, {}
         self.stop.disabled, self.send.disabled, self.input.busy = True, False, False
         self.refresh()
@@ -219,12 +221,25 @@ class ChatPanel:
         return view
 
     async def _update_gauge(self) -> None:
-        """Tokens the conversation holds against max_model_len, counted by vLLM's /tokenize."""
-        model = self.model.value
+        """Tokens the conversation holds against max_model_len, counted by vLLM's /tokenize.
+
+        Counts finish in any order: only the one asked last is shown.
+        """
+        self._gauge_asked += 1
+        asked, model, messages = self._gauge_asked, self.model.value, self.chat.conversation.messages()
         try:
-            counted = await self.chat.connection.client.atokenize(model, self.chat.conversation.messages())
-        except errors.VLLMError:
-            self.gauge_label.value = "<small>context: n/a (the server has no /tokenize)</small>"
+            if messages:
+                counted = await self.chat.connection.client.atokenize(model, messages)
+            else:  # nothing to count (and vLLM refuses to template an empty conversation)
+                counted = {"count": 0, "max_model_len": self.chat.connection.max_model_len(model) or 0}
+        except errors.NotFoundError:
+            counted = {"error": "the server has no /tokenize"}
+        except errors.VLLMError as exc:
+            counted = {"error": exc.cause}
+        if asked != self._gauge_asked:
+            return
+        if "error" in counted:
+            self.gauge_label.value = f"<small>context: n/a ({html.escape(counted['error'])})</small>"
             return
         count, limit = counted["count"], counted["max_model_len"]
         self.gauge.max = max(limit, 1)

@@ -206,7 +206,7 @@ def thinking_html(reasoning: str, streaming: bool, tokens: int | None = None) ->
     count = f" ({tokens:,} tokens)" if tokens else ""
     summary = "Thinking\u2026" if streaming else f"Thinking{count}"
     return (f'<details class="vm-thinking"{" open" if streaming else ""}><summary>{summary}</summary>'
-            f'<div class="vm-thinking-text">{html.escape(reasoning)}</div></details>')
+            f'<div class="vm-thinking-text">{html.escape(reasoning.strip())}</div></details>')
 
 
 def ending(turn: Turn) -> str:

@@ -96,10 +96,15 @@ def test_panel_chats_streams_stops_and_shares_the_notebooks_conversation(page: P
     max_tokens.press("Enter")
     box.fill("Now a very long story please")
     box.press("Enter")
+    box.press_sequentially("typed while it starts")  # the next prompt, typed at once
     expect(panel.locator(".vm-live")).to_contain_text(re.compile(r"\S{3}"))  # text is streaming in
+    box.press("Enter")  # refused while answering: the text stays in the box
+    expect(box).to_have_value("typed while it starts")
     panel.get_by_role("button", name="Stop").click()
     expect(answers).to_have_count(3)
     expect(transcript.first).to_contain_text("Now a very long story please")
+    expect(box).to_have_value("typed while it starts")  # never lost, never sent twice
+    expect(transcript.filter(has_text="typed while it starts")).to_have_count(0)
     expect(answers.first.locator(".vllm-magic-footer")).to_contain_text("interrupted: partial answer kept")
     expect(panel.locator(".vm-cursor")).to_have_count(0)
     assert_no_widget_errors(page)

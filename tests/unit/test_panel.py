@@ -59,7 +59,7 @@ def test_send_streams_rendered_markdown_and_shares_the_conversation(ip: Shell) -
         ip.ok("%%chat\nfrom a cell")
         assert chat_bodies(server)[-1]["messages"][1] == {"role": "assistant", "content": "Hello **there**"}
         assert transcript_html(panel).index("Hi from the panel") < transcript_html(panel).index("from a cell")
-        await until(lambda: "tokens" in panel.gauge_label.value)
+        await until(lambda: panel.gauge.value > 0)
         assert panel.gauge.max == 512 and 0 < panel.gauge.value < 512
 
     run(scenario)
@@ -201,5 +201,16 @@ def test_stop_before_the_answer_started_leaves_the_panel_ready(ip: Shell) -> Non
         await until(lambda: not panel.streaming)
         assert not panel.streaming and not panel.input.busy and not panel.send.disabled
         assert panel.error.value == "" and ip.turns == []
+
+    run(scenario)
+
+
+def test_an_empty_conversation_reads_zero_without_asking_the_server(ip: Shell) -> None:
+    server: LoopbackServer = ip.server
+
+    async def scenario() -> None:
+        panel = ChatPanel(ip.magics.session)
+        await until(lambda: "0 / 512 tokens" in panel.gauge_label.value)
+        assert not [r for r in server.requests if r.path == "/tokenize"]
 
     run(scenario)
