@@ -29,8 +29,8 @@ from .client import Client, Pacing
 from .progress import Progress
 
 T = TypeVar("T")
-_POLL = 0.25
-"""Seconds between the calling thread's checks for Ctrl-C while it waits for answers."""
+_POLL = 0.05
+"""Seconds between the calling thread's checks for Ctrl-C (and for more workers) while it waits."""
 
 
 class Cancelled(Exception):
@@ -207,73 +207,143 @@ def run_batch(
     size: Callable[[T], int] = len,  # type: ignore[assignment]
     tokens: Callable[[Any], int] | None = None,
 ) -> Iterator[Done[T]]:
-    """Run ``work(connections, task)`` for every task, ``concurrency`` at a time, and hand each
-    back as it finishes (a failed task carries its error; the job goes on unless the caller stops).
+    """Run ``work(connections, task)`` for every task, at most ``concurrency`` at a time, and hand
+    each back as it finishes (a failed task carries its error; the job goes on unless the caller
+    stops).
 
     ``tasks`` may be a generator: tasks are taken as workers get free, so a long job never holds
     them all. ``progress`` counts one step and ``size(task)`` items per task, the ``tokens(value)``
     of each answer and the failures; it is closed when the job ends, however it ends.
+
+    The job starts with a few workers and doubles them (up to ``concurrency``) while this process
+    is mostly waiting: then the server has room for more requests at once. When the process is
+    busy instead (a server answering at once), more threads would only take turns at the GIL, at
+    a cost in CPU per request that grows with their number.
     """
-    connections = JobConnections(client, concurrency)
-    pending = iter(tasks)
-    taken = threading.Lock()
-    finished: queue.SimpleQueue[Done[T] | _Broken | None] = queue.SimpleQueue()
-    stop = threading.Event()
-
-    def worker() -> None:
-        while not stop.is_set():
-            with taken:
-                try:
-                    task = next(pending)
-                except StopIteration:
-                    break
-                except BaseException as exc:  # making the next task failed: the job cannot go on
-                    finished.put(_Broken(exc))
-                    break
-            started = time.perf_counter()
-            try:
-                done = Done(task, work(connections, task), None, 0.0)
-            except BaseException as exc:  # handed to the calling thread with its task
-                done = Done(task, None, exc, 0.0)
-            done.seconds = time.perf_counter() - started
-            finished.put(done)
-        finished.put(None)
-
-    workers = [threading.Thread(target=worker, name="vllm-batch", daemon=True) for _ in range(concurrency)]
-    for thread in workers:
-        thread.start()
+    runner = _Runner(JobConnections(client, concurrency), tasks, work)
     counts = _Counts(progress, size, tokens)
-    running = len(workers)
+    growth = _Growth(concurrency)
     ok = False
     try:
-        while running:
+        runner.start(growth.workers)
+        while runner.running:
             try:
-                done = _next(finished)
+                done = runner.next()
             except KeyboardInterrupt:
                 # Answers that came before Ctrl-C are the caller's to keep: hand them back, then
                 # stop. Taken before the cut, which makes the requests in flight fail.
-                arrived = _drain(finished)
-                stop.set()
-                connections.abort()
+                arrived = runner.drain()
+                runner.stop(cut=True)
                 for done in arrived:
                     counts.add(done)
                     yield done
                 raise
-            if done is None:
-                running -= 1
-            elif isinstance(done, _Broken):
-                raise done.error
-            else:
+            if done is not None:
                 counts.add(done)
                 yield done
+            if not runner.exhausted:
+                runner.start(growth.more())
         ok = True
     finally:
-        stop.set()
-        if ok:
-            connections.close()
-        else:
-            connections.abort()
+        runner.stop(cut=not ok)
         progress.close(ok=ok)
+
+
+class _Runner(Generic[T]):
+    """The worker threads of one job, the tasks they share and the answers they hand back."""
+
+    def __init__(self, connections: JobConnections, tasks: Iterable[T], work: Callable[[JobConnections, T], Any]) -> None:
+        self.connections = connections
+        self.work = work
+        self.running = 0
+        self.exhausted = False
+        self._pending = iter(tasks)
+        self._taken = threading.Lock()
+        self._finished: queue.SimpleQueue[Done[T] | _Broken | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+
+    def start(self, count: int) -> None:
+        for _ in range(count):
+            threading.Thread(target=self._work, name="vllm-batch", daemon=True).start()
+            self.running += 1
+
+    def next(self) -> Done[T] | None:
+        """The next finished task, or None when a worker ended (or for a look at the growth)."""
+        item = _next(self._finished)
+        if item is None:
+            self.running -= 1
+        elif item is _IDLE:
+            return None
+        elif isinstance(item, _Broken):
+            raise item.error
+        return item
+
+    def drain(self) -> list[Done[T]]:
+        """The finished tasks waiting now."""
+        arrived = []
+        while True:
+            try:
+                item = self._finished.get_nowait()
+            except queue.Empty:
+                return arrived
+            if isinstance(item, Done):
+                arrived.append(item)
+
+    def stop(self, cut: bool) -> None:
+        """No more tasks; ``cut``: the requests in flight fail at once, else the connections close."""
+        self._stop.set()
+        if cut:
+            self.connections.abort()
+        else:
+            self.connections.close()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            with self._taken:
+                try:
+                    task = next(self._pending)
+                except StopIteration:
+                    self.exhausted = True
+                    break
+                except BaseException as exc:  # making the next task failed: the job cannot go on
+                    self._finished.put(_Broken(exc))
+                    break
+            started = time.perf_counter()
+            try:
+                done = Done(task, self.work(self.connections, task), None, 0.0)
+            except BaseException as exc:  # handed to the calling thread with its task
+                done = Done(task, None, exc, 0.0)
+            done.seconds = time.perf_counter() - started
+            self._finished.put(done)
+        self._finished.put(None)
+
+
+class _Growth:
+    """How many workers to add: double them every ``_LOOK`` seconds while this process used less
+    than ``_BUSY`` of a core (it waits on the server), up to the job's concurrency."""
+
+    _START = 4
+    _LOOK = 0.05
+    _BUSY = 0.5
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.workers = min(concurrency, self._START)
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def more(self) -> int:
+        if self.workers >= self.concurrency:
+            return 0
+        wall = time.perf_counter()
+        if wall - self._wall < self._LOOK:
+            return 0
+        busy = (time.process_time() - self._cpu) / (wall - self._wall)
+        self._wall, self._cpu = wall, time.process_time()
+        if busy >= self._BUSY:
+            return 0
+        added = min(self.workers, self.concurrency - self.workers)
+        self.workers += added
+        return added
 
 
 class _Counts:
@@ -298,22 +368,12 @@ class _Broken:
     error: BaseException
 
 
-def _drain(finished: queue.SimpleQueue) -> list[Done]:
-    """The finished tasks waiting in the queue now."""
-    arrived = []
-    while True:
-        try:
-            item = finished.get_nowait()
-        except queue.Empty:
-            return arrived
-        if isinstance(item, Done):
-            arrived.append(item)
+_IDLE = object()
 
 
 def _next(finished: queue.SimpleQueue) -> Any:
     # A short timeout, so Ctrl-C is seen at once even when the signal lands on another thread.
-    while True:
-        try:
-            return finished.get(timeout=_POLL)
-        except queue.Empty:
-            continue
+    try:
+        return finished.get(timeout=_POLL)
+    except queue.Empty:
+        return _IDLE

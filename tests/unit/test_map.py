@@ -254,6 +254,30 @@ def test_requests_run_concurrently_up_to_the_bound() -> None:
     assert table.error.isna().all() and 0.4 <= took < 1.5, f"20 rows of 0.2 s at 10 in flight took {took:.2f} s"
 
 
+class CountingTransport(LoopbackTransport):
+    """Counts the requests in flight at once (answered after ``chat_delay``)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.lock, self.now, self.most = threading.Lock(), 0, 0
+
+    def handle_request(self, request):  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return super().handle_request(request)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_a_slow_server_gets_as_many_requests_at_once_as_allowed_and_no_more() -> None:
+    slow = CountingTransport(chat_delay=0.05)
+    ask_each([f"r{i}" for i in range(120)], "{}", chat=chat_on(slow), concurrency=12, progress=False)
+    assert slow.most == 12
+
+
 # -- Ctrl-C and resuming ----------------------------------------------------------------------------
 
 
