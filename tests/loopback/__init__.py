@@ -8,6 +8,7 @@ can predict every count and every answer; ``push`` scripts the next answers (:cl
 
 from tests.loopback.app import FakeVLLM
 from tests.loopback.chat import SYSTEM_FINGERPRINT
+from tests.loopback.guided import guided
 from tests.loopback.info import MODEL_ROOT, VLLM_VERSION
 from tests.loopback.model import (
     CHARS_PER_TOKEN,
@@ -52,5 +53,6 @@ __all__ = [
     "count_embedding_tokens",
     "count_text_tokens",
     "embedding_vector",
+    "guided",
     "message_text",
 ]

@@ -11,11 +11,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
+import pydantic
 import pytest
 
-from tests.loopback import LoopbackServer, LoopbackTransport, Reply, completion_pieces
+from tests.loopback import LoopbackServer, LoopbackTransport, Reply, completion_pieces, guided
 from tests.unit.notebook_shell import ENV, Shell, ipython_shell
 from vllm_magic import Chat, Client, Connection, MapStopped, ask_each, errors
 from vllm_magic.frames import NOT_DONE
@@ -164,6 +166,21 @@ def test_a_schema_gives_one_typed_column_per_field(chat: Chat, transport: Loopba
                                                             "happy": [True, False]}
     fields = transport.requests[-1].json["response_format"]
     assert fields["type"] == "json_schema" and set(fields["json_schema"]["schema"]["properties"]) == {"name", "age", "happy"}
+
+
+class Ticket(pydantic.BaseModel):
+    urgent: bool
+    sentiment: Literal["positive", "negative", "neutral"]
+    stars: int = pydantic.Field(ge=1, le=5)
+
+
+def test_a_pydantic_schema_with_a_literal_field_gives_a_categorical_column(chat: Chat, transport: LoopbackTransport) -> None:
+    transport.script_by(guided)
+    table = ask_each(REVIEWS, "Read: {review}", chat=chat, schema=Ticket, progress=False)
+    assert table.dtypes[["urgent", "sentiment", "stars"]].astype(str).tolist() == ["boolean", "category", "Int64"]
+    assert table.sentiment.cat.categories.tolist() == ["positive", "negative", "neutral"]
+    assert table.stars.between(1, 5).all() and table.error.isna().all()
+    assert table.loc["a"].tolist()[:3] == table.loc["c"].tolist()[:3], "the same review, the same answer"
 
 
 def test_answers_that_do_not_fit_are_their_rows_errors_with_what_the_answer_told(chat: Chat, transport: LoopbackTransport) -> None:
@@ -514,3 +531,28 @@ def test_magic_ctrl_c_stores_the_rows_done_and_resume_finishes(ip: Shell, server
 def test_magic_to_a_file(ip: Shell, tmp_path: Path) -> None:
     out = ip.ok(f'%vllm map reviews "{{review}}" --to {tmp_path / "a.jsonl"}')
     assert f"5 of 5 rows answered in {tmp_path / 'a.jsonl'}" in out
+
+
+# -- the notebook -----------------------------------------------------------------------------------
+
+
+def test_the_extract_notebook_runs(server: LoopbackServer) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    server.script_by(guided)
+    notebook = nbformat.read(ROOT / "notebooks" / "extract.ipynb", as_version=4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "OPENAI_"))}
+    NotebookClient(notebook, kernel_name="python3", timeout=120,
+                   resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute(
+        env={**env, "VLLM_BASE_URL": server.base_url})
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert printed.count("0 of 8 rows failed") == 2 and "categories: ['billing', 'bug', 'praise']" in printed
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "linear-gradient" in html, "the label counts are drawn as bars"
+    assert "mood" in html and "stars" in html, "the extracted fields are shown"
+    bodies = [r.json for r in server.requests if r.path == CHAT]
+    assert any(b.get("structured_outputs") == {"choice": ["billing", "bug", "praise"]} for b in bodies)
+    assert any(b.get("response_format", {}).get("json_schema", {}).get("name") == "Ticket" for b in bodies)
