@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from . import errors
 from .client import Client, Pacing
 from .progress import Progress
 
@@ -138,7 +139,16 @@ class JobConnections:
         self._aborted = False
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        """``POST path`` on this job's connections (threads may call it at once): the JSON answer."""
+        """``POST path`` on this job's connections (threads may call it at once): the JSON answer.
+
+        A connection that breaks is tried once more on a new one: a server may close a kept-alive
+        connection just as a request goes out on it, and a long job meets that now and then.
+        """
+        try:
+            return self.client.post(path, body, pool=self._pool, trace=self._track, pacing=self.backoff)
+        except errors.ConnectError:
+            if self._aborted:
+                raise
         return self.client.post(path, body, pool=self._pool, trace=self._track, pacing=self.backoff)
 
     def embeddings(self, body: dict[str, Any]) -> dict[str, Any]:

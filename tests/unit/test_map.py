@@ -242,6 +242,28 @@ def test_a_hanging_row_times_out_alone(transport: LoopbackTransport) -> None:
     assert "Timed out after 0.5 s" in table.error[1]
 
 
+def test_a_connection_dropped_without_an_answer_is_tried_once_more(transport: LoopbackTransport) -> None:
+    dropped = []
+
+    def rule(body: dict) -> object:
+        if body["messages"][-1]["content"] == "b" and len(dropped) < 1:
+            dropped.append(1)
+            return Reply.hang(0)  # the server closes the connection without a word
+        return Reply.tokens(["ok"], finish_reason="stop")
+
+    transport.script_by(rule)
+    table = ask_each(["a", "b", "c"], "{}", chat=chat_on(transport), progress=False)
+    assert table.answer.tolist() == ["ok"] * 3 and asked(transport).count("b") == 2
+
+
+def test_a_server_that_is_gone_stops_the_job() -> None:
+    with LoopbackServer() as gone:
+        chat = chat_on(gone)
+        chat.connection.resolve_model()
+    with pytest.raises(errors.ConnectError, match="Could not connect"):
+        ask_each([f"r{i}" for i in range(50)], "{}", chat=chat, progress=False)
+
+
 def test_a_429_storm_slows_the_whole_job_instead_of_multiplying_requests(transport: LoopbackTransport) -> None:
     """For 0.6 s the server answers 429 (retry after 0.1 s). Each of 8 requests in flight retrying
     on its own would send about 8 x 6 = 48 requests meanwhile; sharing the backoff, the job sends
