@@ -225,18 +225,18 @@ def run_batch(
     them all. ``progress`` counts one step and ``size(task)`` items per task, the ``tokens(value)``
     of each answer and the failures; it is closed when the job ends, however it ends.
 
-    The job starts with a few workers and doubles them (up to ``concurrency``) while this process
-    is mostly waiting: then the server has room for more requests at once. When the process is
-    busy instead (a server answering at once), more threads would only take turns at the GIL, at
-    a cost in CPU per request that grows with their number.
+    The job starts with ``concurrency`` workers and halves them (down to a few) while this
+    process is busy: a server answering at once leaves the client as the limit, and more threads
+    would only take turns at the GIL, at a cost in CPU per request that grows with their number.
+    While the process mostly waits, the workers double again, up to ``concurrency``.
     """
+    pace = _Pace(concurrency)
     runner = _Runner(JobConnections(client, concurrency), tasks, work)
     counts = _Counts(progress, size, tokens)
-    growth = _Growth(concurrency)
     ok = False
     try:
-        runner.start(growth.workers)
-        while runner.running:
+        runner.resize(pace.workers)
+        while runner.threads:
             try:
                 done = runner.next()
             except KeyboardInterrupt:
@@ -251,8 +251,8 @@ def run_batch(
             if done is not None:
                 counts.add(done)
                 yield done
-            if not runner.exhausted:
-                runner.start(growth.more())
+            if pace.look():
+                runner.resize(pace.workers)
         ok = True
     finally:
         runner.stop(cut=not ok)
@@ -265,23 +265,32 @@ class _Runner(Generic[T]):
     def __init__(self, connections: JobConnections, tasks: Iterable[T], work: Callable[[JobConnections, T], Any]) -> None:
         self.connections = connections
         self.work = work
-        self.running = 0
-        self.exhausted = False
+        self.threads = 0
+        """Started and not yet ended (the calling thread's count)."""
+        self._working = 0
+        self._wanted = 0
+        self._exhausted = False
         self._pending = iter(tasks)
         self._taken = threading.Lock()
+        """Guards the tasks and the counts of workers wanted and working."""
         self._finished: queue.SimpleQueue[Done[T] | _Broken | None] = queue.SimpleQueue()
         self._stop = threading.Event()
 
-    def start(self, count: int) -> None:
-        for _ in range(count):
+    def resize(self, wanted: int) -> None:
+        """Run ``wanted`` workers: start the missing ones; surplus ones leave after their task."""
+        with self._taken:
+            self._wanted = wanted
+            missing = 0 if self._exhausted else max(0, wanted - self._working)
+            self._working += missing
+        for _ in range(missing):
             threading.Thread(target=self._work, name="vllm-batch", daemon=True).start()
-            self.running += 1
+            self.threads += 1
 
     def next(self) -> Done[T] | None:
-        """The next finished task, or None when a worker ended (or for a look at the growth)."""
+        """The next finished task, or None when a worker ended or none finished for a moment."""
         item = _next(self._finished)
         if item is None:
-            self.running -= 1
+            self.threads -= 1
         elif item is _IDLE:
             return None
         elif isinstance(item, _Broken):
@@ -310,10 +319,14 @@ class _Runner(Generic[T]):
     def _work(self) -> None:
         while not self._stop.is_set():
             with self._taken:
+                if self._working > self._wanted:
+                    self._working -= 1
+                    break
                 try:
                     task = next(self._pending)
                 except StopIteration:
-                    self.exhausted = True
+                    self._exhausted = True
+                    self._working -= 1
                     break
                 except BaseException as exc:  # making the next task failed: the job cannot go on
                     self._finished.put(_Broken(exc))
@@ -328,32 +341,35 @@ class _Runner(Generic[T]):
         self._finished.put(None)
 
 
-class _Growth:
-    """How many workers to add: double them every ``_LOOK`` seconds while this process used less
-    than ``_BUSY`` of a core (it waits on the server), up to the job's concurrency."""
+class _Pace:
+    """How many workers a job runs, looked at every ``_LOOK`` seconds: halved (down to
+    ``_FEWEST``) while this process used more than ``_BUSY`` of a core, doubled (up to the job's
+    concurrency) while it used less than ``_WAITING``."""
 
-    _START = 4
+    _FEWEST = 4
     _LOOK = 0.05
-    _BUSY = 0.5
+    _BUSY = 0.8
+    _WAITING = 0.5
 
     def __init__(self, concurrency: int) -> None:
-        self.concurrency = concurrency
-        self.workers = min(concurrency, self._START)
+        self.most = concurrency
+        self.fewest = min(concurrency, self._FEWEST)
+        self.workers = concurrency
         self._wall, self._cpu = time.perf_counter(), time.process_time()
 
-    def more(self) -> int:
-        if self.workers >= self.concurrency:
-            return 0
+    def look(self) -> bool:
+        """Whether the number of workers changed."""
         wall = time.perf_counter()
         if wall - self._wall < self._LOOK:
-            return 0
+            return False
         busy = (time.process_time() - self._cpu) / (wall - self._wall)
         self._wall, self._cpu = wall, time.process_time()
-        if busy >= self._BUSY:
-            return 0
-        added = min(self.workers, self.concurrency - self.workers)
-        self.workers += added
-        return added
+        before = self.workers
+        if busy > self._BUSY:
+            self.workers = max(self.fewest, self.workers // 2)
+        elif busy < self._WAITING:
+            self.workers = min(self.most, self.workers * 2)
+        return self.workers != before
 
 
 class _Counts:
