@@ -346,7 +346,7 @@ class _Pace:
     ``_FEWEST``) while this process used more than ``_BUSY`` of a core, doubled (up to the job's
     concurrency) while it used less than ``_WAITING``."""
 
-    _FEWEST = 4
+    _FEWEST = 1
     _LOOK = 0.05
     _BUSY = 0.8
     _WAITING = 0.5
