@@ -156,14 +156,17 @@ class Client:
             return None
 
     def tokenize(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        """vLLM's ``/tokenize`` with the chat template applied: exact ``count`` and ``max_model_len``."""
-        return self.request("POST", "/tokenize", json=_tokenize_body(model, messages)).json()
+        """vLLM's ``/tokenize`` with the chat template applied: exact ``count`` and ``max_model_len``.
+
+        A diagnostic, so never retried: it must not delay the error or the view it serves.
+        """
+        return self.request("POST", "/tokenize", json=_tokenize_body(model, messages), retry=False).json()
 
     async def atokenize(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """:meth:`tokenize` on the running event loop (the panel's context gauge)."""
         http = self._async_http()
         request = http.build_request("POST", self._url("/tokenize"), json=_tokenize_body(model, messages))
-        response = await self._asend(http, request, model=model)
+        response = await self._asend(http, request, model=model, retry=False)
         await response.aread()
         return response.json()
 
@@ -209,13 +212,13 @@ class Client:
             for raw in response.iter_raw() if _identity(response) else response.iter_bytes():
                 yield from stream.feed(raw)
                 if stream.done:
-                    return
+                    break
         except httpx.TransportError as exc:
             raise self._broken(exc) from None
         finally:
             response.close()
         if not stream.complete:
-            raise self._stream_cut("the connection closed before the end of the answer")
+            raise self._stream_cut(stream.why_incomplete)
 
     async def astream_chat(self, body: dict[str, Any]) -> AsyncIterator[Event]:
         """:meth:`stream_chat` on the running event loop, so a kernel stays responsive meanwhile.
@@ -232,13 +235,13 @@ class Client:
                 for event in stream.feed(raw):
                     yield event
                 if stream.done:
-                    return
+                    break
         except httpx.TransportError as exc:
             raise self._broken(exc) from None
         finally:
             await response.aclose()
         if not stream.complete:
-            raise self._stream_cut("the connection closed before the end of the answer")
+            raise self._stream_cut(stream.why_incomplete)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -272,10 +275,12 @@ class Client:
                 pacing.hold(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _asend(self, http: httpx.AsyncClient, request: httpx.Request, *, model: str | None) -> httpx.Response:
-        """:meth:`_send` for the async client (always streaming, always retrying)."""
+    async def _asend(self, http: httpx.AsyncClient, request: httpx.Request, *, model: str | None,
+                     retry: bool = True) -> httpx.Response:
+        """:meth:`_send` for the async client (always streaming)."""
         import asyncio  # here, not at the top: `import vllm_magic` stays light
-        for attempt in range(1 + self.max_retries):
+        attempts = 1 + (self.max_retries if retry else 0)
+        for attempt in range(attempts):
             try:
                 response = await http.send(request, stream=True)
             except httpx.TransportError as exc:
@@ -283,7 +288,7 @@ class Client:
             if response.status_code < 400:
                 return response
             await response.aread()
-            delay = self._retry_or_raise(response, attempt, attempt < self.max_retries, model)
+            delay = self._retry_or_raise(response, attempt, attempt + 1 < attempts, model)
             await response.aclose()
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -231,9 +231,11 @@ def from_response(response: httpx.Response, *, model: str | None, where: str) ->
             f"{where} refused the API key (HTTP {status}). {quoted}.",
             hint="auth", **kw,
         )
+    lowered = said.lower()
+    if status in (400, 404) and ("invalid model name" in lowered  # LiteLLM says it with a 400
+                                 or ("model" in lowered and "does not exist" in lowered)):
+        return NotFoundError(f"{quoted}", hint="model_not_found", **kw)
     if status == 404:
-        if "model" in said.lower() and "does not exist" in said.lower():
-            return NotFoundError(f"{quoted}", hint="model_not_found", **kw)
         return NotFoundError(
             f"{where} has no such endpoint (HTTP 404, {said}).",
             "Check that the URL points at a vLLM or OpenAI-compatible server and that this server "

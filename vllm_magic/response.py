@@ -116,9 +116,12 @@ class Response:
         try:
             yield
             status = Status.COMPLETE
-        except errors.StreamError:
+        except errors.StreamError as exc:
             status = Status.CUT
-            raise
+            if fold.got_output:
+                raise
+            raise errors.StreamError(f"{exc.cause} Nothing had arrived, so nothing was recorded.",
+                                     hint="ask_again", server_message=exc.server_message) from None
         except errors.ContextLengthError as exc:
             raise self._explain_context(exc) from None
         finally:

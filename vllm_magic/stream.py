@@ -151,4 +151,13 @@ class ChatStream:
 
     @property
     def complete(self) -> bool:
-        return self.done or (self._finished and not self._decoder.has_partial_event)
+        """The answer arrived whole: a finish reason came and nothing was left half-sent. A stream
+        that ends with ``[DONE]`` but no finish reason (llama.cpp's server, when a second request
+        preempts the first) is not complete."""
+        return self._finished and not self._decoder.has_partial_event
+
+    @property
+    def why_incomplete(self) -> str:
+        if self.done:
+            return "the server ended it without a finish reason, as a server does when another request preempts it"
+        return "the connection closed before the end of the answer"

@@ -448,3 +448,88 @@ def test_status_shows_the_embeddings_server(ip: Shell, loopback: LoopbackServer)
         ip.ok(f"%vllm connect {loopback.base_url} --embeddings {embeddings.base_url}")
         out = ip.ok("%vllm status")
     assert f"embeddings: {embeddings.base_url}/v1 · model emb · health: ok" in out
+
+
+def test_a_stream_that_ends_without_a_finish_reason_is_cut(ip: Shell, loopback: LoopbackServer) -> None:
+    loopback.push(Reply.tokens(["preempted ", "half"], finish_reason=None))
+    out = ip.fails("%%chat\nhi", errors.StreamError)
+    assert "without a finish reason" in out and "%vllm retry" in out
+    assert [(t.text, t.status) for t in ip.turns] == [("preempted half", "cut")]
+
+
+def test_a_failing_tokenize_is_asked_once_and_the_context_error_still_comes(ip: Shell) -> None:
+    """vllm-router answers /tokenize with 503 when no worker tokenizes: a diagnostic is never retried."""
+    asked: list[str] = []
+
+    class Router(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self._answer(200, {"object": "list", "data": [{"id": "tiny-chat", "max_model_len": 512}]})
+
+        def do_POST(self) -> None:  # noqa: N802
+            asked.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path == "/tokenize":
+                self._answer(503, {"error": "No available workers: 0 prefill, 0 decode"})
+            else:
+                self._answer(400, {"error": {"message": "This model's maximum context length is 512 tokens.",
+                                             "type": "BadRequestError", "code": 400}})
+
+        def _answer(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Router) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        ip.ok(f"%vllm connect http://127.0.0.1:{server.server_port}")
+        out = ip.fails("%%chat\nlong prompt", errors.ContextLengthError)
+        server.shutdown()
+    assert asked == ["/v1/chat/completions", "/tokenize"], "the diagnostic was asked once"
+    assert "maximum context length is 512 tokens" in out
+
+
+def test_status_says_what_a_server_without_health_or_version_does_not_tell(ip: Shell) -> None:
+    class Router(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path == "/v1/models":
+                status, body = 200, b'{"object": "list", "data": [{"id": "tiny-chat"}]}'
+            elif self.path == "/version":
+                status, body = 405, b"Only POST requests are supported for transparent proxy"
+            else:
+                status, body = 404, b'{"detail": "Not Found"}'
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Router) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        ip.ok(f"%vllm connect http://127.0.0.1:{server.server_port}")
+        out = ip.ok("%vllm status")
+        server.shutdown()
+    assert "health: unknown (" in out and "HTTP 404" in out
+    assert "vLLM version: unknown (" in out and "Only POST requests are supported" in out
+    assert "models: tiny-chat" in out
+
+
+def test_a_proxys_unknown_model_400_is_an_unknown_model(ip: Shell, loopback: LoopbackServer) -> None:
+    loopback.push(Reply.status(400, {"error": {"message": "Invalid model name passed in model=nope. Call `/v1/models` "
+                                               "to view available models for your key.", "type": "invalid_request_error",
+                                               "code": "400"}}))
+    out = ip.fails("%%chat\nhi", errors.NotFoundError)
+    assert "Invalid model name passed in model=nope" in out and "%vllm models" in out and "%vllm params" not in out
+
+
+def test_a_cut_before_any_text_promises_no_partial_answer(ip: Shell, loopback: LoopbackServer) -> None:
+    loopback.push(Reply.cut_after(0, pieces=["a", "b"]))
+    out = ip.fails("%%chat\nhi", errors.StreamError)
+    assert "nothing was recorded" in out and "partial answer" not in out and ip.turns == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -155,7 +156,7 @@ def status(magics: VLLMMagics, args: argparse.Namespace) -> None:
     connection = session.current_connection()
     print(describe(connection))
     print(_health_line(connection))
-    names = ", ".join(m["id"] for m in connection.models(refresh=True))
+    names = _known(lambda: ", ".join(m["id"] for m in connection.models(refresh=True)))
     chats = ", ".join(f"{n} ({len(c.conversation)} turns)" for n, c in session.chats.items()) or "none yet"
     print(f"models: {names} · conversations: {chats}")
     if session.embeddings is not None and session.embeddings.client is not connection.client:
@@ -165,12 +166,18 @@ def status(magics: VLLMMagics, args: argparse.Namespace) -> None:
 
 
 def _health_line(connection: Connection) -> str:
+    """What the server says of itself; a server without vLLM's /health or /version (a router, a proxy,
+    llama.cpp's server) gets "unknown" and why, not a failed command."""
     client = connection.client
+    health = _known(lambda: "ok" if client.health() else "NOT OK")
+    return f"health: {health} · vLLM version: {_known(lambda: client.version() or 'unknown (no /version)')}"
+
+
+def _known(ask: Callable[[], str]) -> str:
     try:
-        health = "ok" if client.health() else "NOT OK"
+        return ask()
     except errors.VLLMError as exc:
-        health = f"unknown ({exc.cause})"
-    return f"health: {health} · vLLM version: {client.version() or 'unknown'}"
+        return f"unknown ({exc.cause})"
 
 
 @command("debug", "full tracebacks instead of one-paragraph errors", arg("state", choices=["on", "off"]))
