@@ -109,7 +109,7 @@ class Connection:
         """The model's context window when the model list (already fetched) says it."""
         for entry in self._models or ():
             if entry.get("id") == model:
-                return entry.get("max_model_len")
+                return entry.get("max_model_len") or entry.get("max_input_tokens")  # LiteLLM says the latter
         return None
 
     def check_max_tokens(self, max_tokens: int, model: str | None, hint: str = "max_tokens_over_limit") -> None:

@@ -212,12 +212,27 @@ def message_from_body(body: Any) -> str:
     if isinstance(body, dict):
         error = body.get("error", body.get("detail"))
         if isinstance(error, dict):
-            return str(error.get("message", error))
+            return innermost_message(str(error.get("message", error)))
         if error is not None:
-            return str(error)
+            return innermost_message(str(error))
         if "message" in body:
-            return str(body["message"])
+            return innermost_message(str(body["message"]))
     return ""
+
+
+_NESTED_MESSAGE = re.compile(r'"message"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def innermost_message(said: str) -> str:
+    """The server's own words inside a proxy's wrapper: LiteLLM quotes vLLM's error as JSON inside
+    several lines of its own; the innermost ``"message"`` is what vLLM said."""
+    found = _NESTED_MESSAGE.findall(said)
+    if not found:
+        return said
+    try:
+        return json.loads(f'"{found[-1]}"')
+    except json.JSONDecodeError:
+        return said
 
 
 def from_response(response: httpx.Response, *, model: str | None, where: str) -> VLLMError:

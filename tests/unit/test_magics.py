@@ -533,3 +533,34 @@ def test_a_cut_before_any_text_promises_no_partial_answer(ip: Shell, loopback: L
     loopback.push(Reply.cut_after(0, pieces=["a", "b"]))
     out = ip.fails("%%chat\nhi", errors.StreamError)
     assert "nothing was recorded" in out and "partial answer" not in out and ip.turns == []
+
+
+def test_a_proxys_wrapped_context_error_shows_the_servers_own_words(ip: Shell, loopback: LoopbackServer) -> None:
+    inner = ("This model's maximum context length is 512 tokens. However, your request has 700 input tokens. "
+             "Please reduce the length of the input messages. None")
+    wrapped = ("litellm.ContextWindowExceededError: litellm.BadRequestError: Hosted_vllmException - "
+               + json.dumps({"error": {"message": inner, "type": "BadRequestError", "code": 400}})
+               + "\nmodel=tiny-chat. context_window_fallbacks=None. fallbacks=None.")
+    loopback.push(Reply.status(400, {"error": {"message": wrapped, "type": None, "param": None, "code": "400"}}))
+    out = ip.fails("%%chat\nhi", errors.ContextLengthError)
+    assert inner in out and "litellm" not in out and "fallbacks" not in out
+
+
+def test_a_proxys_max_input_tokens_is_the_models_limit(ip: Shell) -> None:
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = json.dumps({"object": "list", "data": [{"id": "tiny-chat", "max_input_tokens": 300}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        out = ip.ok(f"%vllm connect http://127.0.0.1:{server.server_port}")
+        refused = ip.fails("%vllm params max_tokens=400", errors.ParamError)
+        server.shutdown()
+    assert "(max_model_len 300)" in out and "max_model_len of 300" in refused
