@@ -40,12 +40,13 @@ class Chat:
         system: str | None = None,
         api_key: str | None = None,
         timeout: float = 120.0,
+        headers: dict[str, str] | None = None,
         connection: Connection | None = None,
         conversation: Conversation | None = None,
         **params: Any,
     ) -> None:
         if connection is None:
-            connection = Connection(base_url, model, api_key=api_key, timeout=timeout)
+            connection = Connection(base_url, model, api_key=api_key, timeout=timeout, headers=headers)
         self.connection = connection
         self.conversation = conversation if conversation is not None else Conversation(system=system)
         self.params, _ = validate(params)

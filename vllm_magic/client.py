@@ -11,7 +11,7 @@ import os
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -81,7 +81,9 @@ class Client:
     """A connection to one server. Thread-safe for requests; holds one httpx connection pool.
 
     ``api_key`` is kept in a private attribute and in the ``Authorization`` header only; it never
-    appears in ``repr``, messages or saved files. ``transport`` (the test seam) serves both the
+    appears in ``repr``, messages or saved files. ``headers`` go with every request (a gateway's
+    organisation or routing headers); their values are secrets too, only their names are shown.
+    ``transport`` (the test seam) serves both the
     sync and the async httpx clients: an object that is an ``httpx.BaseTransport`` and an
     ``httpx.AsyncBaseTransport``.
     """
@@ -94,6 +96,7 @@ class Client:
         timeout: float = 120.0,
         max_retries: int = 3,
         retry_backoff: float = 0.5,
+        headers: Mapping[str, str] | None = None,
         transport: Any = None,
     ) -> None:
         self.root_url = normalize_base_url(base_url)
@@ -106,12 +109,15 @@ class Client:
             weakref.WeakKeyDictionary()
         )
         self._transport = transport
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.header_names = tuple(headers or ())
+        headers = {**(headers or {}), **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+        self._tls = httpx.create_ssl_context()  # made once (~20 ms): batch jobs' pools share it
         self._http = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             transport=transport,
             follow_redirects=True,
+            verify=self._tls,
         )
 
     @property
@@ -124,7 +130,8 @@ class Client:
 
     def __repr__(self) -> str:
         key = "set" if self.has_api_key else "none"
-        return f"Client({self.display_url!r}, api_key=<{key}>)"
+        extra = f", headers={list(self.header_names)}" if self.header_names else ""
+        return f"Client({self.display_url!r}, api_key=<{key}>{extra})"
 
     def close(self) -> None:
         self._http.close()
@@ -197,7 +204,7 @@ class Client:
         """Connections of a batch job's own, keeping up to ``connections`` open (its concurrency)."""
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         return JobPool(httpx.Client(headers=self._http.headers, timeout=self._http.timeout, transport=self._transport,
-                                    follow_redirects=True, limits=limits), self.root_url)
+                                    follow_redirects=True, limits=limits, verify=self._tls), self.root_url)
 
     def stream_chat(self, body: dict[str, Any]) -> Iterator[Event]:
         """Stream ``/v1/chat/completions``; yields events until the answer ends.

@@ -37,6 +37,7 @@ class Connection:
         *,
         api_key: str | None = None,
         timeout: float = 120.0,
+        headers: dict[str, str] | None = None,
         client: Client | None = None,
         model_env: str = "VLLM_MODEL",
         choose_hint: str = "choose_model",
@@ -45,7 +46,7 @@ class Connection:
             url = base_url or env_base_url()
             if not url:
                 raise errors.ConfigError("No server URL is set.", hint="no_url")
-            client = Client(url, api_key if api_key is not None else env_api_key(), timeout=timeout)
+            client = Client(url, api_key if api_key is not None else env_api_key(), timeout=timeout, headers=headers)
         self.client = client
         self.model = model or os.environ.get(model_env) or None
         self.choose_hint = choose_hint

@@ -16,7 +16,7 @@ from traitlets import Bool, Dict, Float, HasTraits, Instance, Unicode, observe
 from . import errors
 from .chat import Chat
 from .connection import Connection, env_api_key, env_base_url
-from .client import Client
+from .client import Client, normalize_base_url
 from .conversation import Conversation
 from .params import validate
 
@@ -43,6 +43,7 @@ class Session(HasTraits):
         "", help="Environment variable holding the API key (default: VLLM_API_KEY, then OPENAI_API_KEY)."
     )
     timeout = Float(120.0, help="Seconds to wait for the server (connect, and between streamed tokens).")
+    headers = Dict(help="Headers sent with every request, e.g. {'X-Org': 'analytics'} (values are never shown).")
     params = Dict(help="Default sampling parameters of every conversation, e.g. {'temperature': 0.2}.")
     system_prompt = Unicode(None, allow_none=True, help="System prompt of new conversations.")
     render_rate = Float(15.0, help="Most display updates per second while an answer streams.")
@@ -63,13 +64,15 @@ class Session(HasTraits):
 
     def connect(self, url: str | None = None, *, model: str | None = None, api_key_env: str | None = None,
                 ask_key: bool = False, timeout: float | None = None, embeddings_url: str | None = None,
-                embedding_model: str | None = None) -> list[str]:
+                embedding_model: str | None = None, headers: dict[str, str] | None = None) -> list[str]:
         """Connect (and check) the chat server, and the embeddings server when given.
 
         Returns notes worth showing (e.g. the model list was unavailable). On failure the previous
         connections stay as they were.
         """
         notes: list[str] = []
+        if headers is not None:
+            self.headers = {**self.headers, **headers}
         chat = self._open(url, model, api_key_env, ask_key, timeout, notes, embeddings=False)
         embeddings = None
         if embeddings_url:
@@ -107,7 +110,7 @@ class Session(HasTraits):
                 hint="key_env_unset", name=key_env,
             )
         timeout = timeout or self.timeout
-        root = Client(url, timeout=timeout).root_url
+        root = normalize_base_url(url)
         if ask_key:
             key, source = self._typed(root, force=True), "typed in"
         elif env_api_key(key_env):
@@ -129,7 +132,7 @@ class Session(HasTraits):
 
     def _connection(self, url: str, key: str | None, source: str, timeout: float, model: str | None,
                     embeddings: bool) -> Connection:
-        client = Client(url, key, timeout=timeout)
+        client = Client(url, key, timeout=timeout, headers=self.headers)
         if embeddings:
             from .embeddings import embedding_connection
 

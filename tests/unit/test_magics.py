@@ -564,3 +564,26 @@ def test_a_proxys_max_input_tokens_is_the_models_limit(ip: Shell) -> None:
         refused = ip.fails("%vllm params max_tokens=400", errors.ParamError)
         server.shutdown()
     assert "(max_model_len 300)" in out and "max_model_len of 300" in refused
+
+
+def test_gateway_headers_go_with_every_request_and_are_never_shown(ip: Shell, tmp_path: Path) -> None:
+    with LoopbackServer(embedding_models=("emb",)) as server:
+        out = ip.ok(f'%vllm connect {server.base_url} --model tiny-chat --header "X-Org: analytics" '
+                    f'--header "X-Gateway-Token: s3cr3t-value"')
+        out += ip.ok("%%chat\nhi") + ip.ok("%vllm status") + ip.ok(f"%vllm save {tmp_path / 'c.json'}")
+        ip.ok("%vllm embed 'some text' --model emb")
+        out += repr(ip.magics.session.connection.client) + (tmp_path / "c.json").read_text()
+        sent = [r for r in server.requests if r.path in ("/v1/chat/completions", "/v1/embeddings")]
+    assert all(r.headers.get("x-gateway-token") == "s3cr3t-value" for r in sent) and len(sent) == 2
+    assert all(r.headers.get("x-org") == "analytics" for r in sent)
+    assert "headers: X-Org, X-Gateway-Token" in out and "s3cr3t-value" not in out and "analytics" not in out
+    result, printed = ip.run('%vllm connect http://127.0.0.1:1 --header "s3cr3t-only"')
+    assert "NAME: VALUE" in str(result.error_in_exec) and "s3cr3t" not in str(result.error_in_exec) + printed
+
+
+
+def test_python_chats_send_headers_too(loopback: LoopbackServer) -> None:
+    chat = vllm_magic.Chat(loopback.base_url, headers={"X-Org": "analytics"})
+    chat.ask("hi")
+    assert chat_bodies(loopback) and loopback.requests[-1].headers["x-org"] == "analytics"
+    assert "analytics" not in repr(chat) + repr(chat.connection.client)

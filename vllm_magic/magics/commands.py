@@ -29,12 +29,14 @@ if TYPE_CHECKING:
     arg("--api-key-env", metavar="NAME", help="environment variable with the key (default: VLLM_API_KEY)"),
     arg("--ask-key", action="store_true", help="type the key in (kept in memory for this session only)"),
     arg("--timeout", type=float, metavar="S", help="seconds to wait for the server"),
+    arg("--header", action="append", default=[], metavar='"NAME: VALUE"',
+        help="a header for every request, e.g. a gateway's (repeatable; values are never shown)"),
 )
 def connect(magics: VLLMMagics, args: argparse.Namespace) -> None:
     session = magics.session
     notes = session.connect(args.url, model=args.model, api_key_env=args.api_key_env, ask_key=args.ask_key,
                             timeout=args.timeout, embeddings_url=args.embeddings,
-                            embedding_model=args.embedding_model)
+                            embedding_model=args.embedding_model, headers=_headers(args.header))
     for note in notes:
         print(f"Note: {note}")
     print(describe(session.current_connection()))
@@ -42,12 +44,25 @@ def connect(magics: VLLMMagics, args: argparse.Namespace) -> None:
         print(f"Embeddings: {session.embeddings.client.display_url} · model {session.embeddings.model or '?'}")
 
 
+def _headers(given: list[str]) -> dict[str, str] | None:
+    headers = {}
+    for text in given:
+        name, sep, value = text.partition(":")
+        if not sep or not name.strip() or " " in name.strip():  # what was given may be a secret: not echoed
+            raise UsageError('--header takes "NAME: VALUE", e.g. --header "X-Org: analytics"; one of the '
+                             "headers given has no name before a colon.")
+        headers[name.strip()] = value.strip()
+    return headers or None
+
+
 def describe(connection: Connection) -> str:
     model = connection.model or "?"
     limit = connection.max_model_len(model) if connection.model else None
     limit_text = f" (max_model_len {limit})" if limit else ""
+    names = connection.client.header_names
+    headers = f" · headers: {', '.join(names)}" if names else ""
     return (f"Connected to {connection.client.display_url} · model {model}{limit_text} · "
-            f"API key: {connection.key_source}")
+            f"API key: {connection.key_source}{headers}")
 
 
 @command("models", "the served models, as a DataFrame")
