@@ -13,6 +13,7 @@ panel turn them into one-paragraph messages.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from . import errors
@@ -41,12 +42,14 @@ class Chat:
         api_key: str | None = None,
         timeout: float = 120.0,
         headers: dict[str, str] | None = None,
+        credentials: Callable[[], str | dict[str, str]] | None = None,
         connection: Connection | None = None,
         conversation: Conversation | None = None,
         **params: Any,
     ) -> None:
         if connection is None:
-            connection = Connection(base_url, model, api_key=api_key, timeout=timeout, headers=headers)
+            connection = Connection(base_url, model, api_key=api_key, timeout=timeout, headers=headers,
+                                    credentials=credentials)
         self.connection = connection
         self.conversation = conversation if conversation is not None else Conversation(system=system)
         self.params, _ = validate(params)

@@ -83,6 +83,8 @@ class Client:
     ``api_key`` is kept in a private attribute and in the ``Authorization`` header only; it never
     appears in ``repr``, messages or saved files. ``headers`` go with every request (a gateway's
     organisation or routing headers); their values are secrets too, only their names are shown.
+    ``credentials`` is for tokens that expire: a function returning a key or a dict of headers,
+    called now and again once after a request is refused with 401 (then the request is resent).
     ``transport`` (the test seam) serves both the
     sync and the async httpx clients: an object that is an ``httpx.BaseTransport`` and an
     ``httpx.AsyncBaseTransport``.
@@ -97,6 +99,7 @@ class Client:
         max_retries: int = 3,
         retry_backoff: float = 0.5,
         headers: Mapping[str, str] | None = None,
+        credentials: Callable[[], str | Mapping[str, str]] | None = None,
         transport: Any = None,
     ) -> None:
         self.root_url = normalize_base_url(base_url)
@@ -105,6 +108,7 @@ class Client:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.__api_key = api_key or None
+        self._credentials = credentials
         self._ahttp: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
@@ -119,10 +123,28 @@ class Client:
             follow_redirects=True,
             verify=self._tls,
         )
+        if credentials is not None:
+            self._authorize()
 
     @property
     def has_api_key(self) -> bool:
-        return self.__api_key is not None
+        return self.__api_key is not None or self._credentials is not None
+
+    def _authorize(self) -> dict[str, str]:
+        """Ask the credentials (again) and use what they give from now on; returns the headers."""
+        given = self._credentials()  # type: ignore[misc]
+        headers = {"Authorization": f"Bearer {given}"} if isinstance(given, str) else dict(given)
+        for http in (self._http, *self._ahttp.values()):
+            http.headers.update(headers)
+        return headers
+
+    def _reauthorized(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """After a 401, fresh credentials once per request: True when the request should go again."""
+        if response.status_code != 401 or self._credentials is None or request.extensions.get("reauthorized"):
+            return False
+        request.extensions["reauthorized"] = True
+        request.headers.update(self._authorize())
+        return True
 
     @property
     def display_url(self) -> str:
@@ -268,7 +290,8 @@ class Client:
     ) -> httpx.Response:
         """Send with bounded retries on 429/503 (always before any token), map failures to errors."""
         attempts = 1 + (self.max_retries if retry else 0)
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
             with pacing.turn():
                 try:
                     response = (http or self._http).send(request, stream=stream)
@@ -277,17 +300,21 @@ class Client:
                 if response.status_code < 400:
                     return response
                 response.read()  # an error body is small; the message is in it
+                if self._reauthorized(request, response):
+                    response.close()
+                    continue
                 delay = self._retry_or_raise(response, attempt, attempt + 1 < attempts, model)
                 response.close()
                 pacing.hold(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                attempt += 1
 
     async def _asend(self, http: httpx.AsyncClient, request: httpx.Request, *, model: str | None,
                      retry: bool = True) -> httpx.Response:
         """:meth:`_send` for the async client (always streaming)."""
         import asyncio  # here, not at the top: `import vllm_magic` stays light
         attempts = 1 + (self.max_retries if retry else 0)
-        for attempt in range(attempts):
+        attempt = 0
+        while True:
             try:
                 response = await http.send(request, stream=True)
             except httpx.TransportError as exc:
@@ -295,10 +322,13 @@ class Client:
             if response.status_code < 400:
                 return response
             await response.aread()
+            if self._reauthorized(request, response):
+                await response.aclose()
+                continue
             delay = self._retry_or_raise(response, attempt, attempt + 1 < attempts, model)
             await response.aclose()
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+            attempt += 1
 
     def _async_http(self) -> httpx.AsyncClient:
         """The async client of the running event loop (its connections belong to that loop).

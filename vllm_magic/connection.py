@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from . import errors
@@ -38,6 +39,7 @@ class Connection:
         api_key: str | None = None,
         timeout: float = 120.0,
         headers: dict[str, str] | None = None,
+        credentials: Callable[[], str | dict[str, str]] | None = None,
         client: Client | None = None,
         model_env: str = "VLLM_MODEL",
         choose_hint: str = "choose_model",
@@ -46,7 +48,8 @@ class Connection:
             url = base_url or env_base_url()
             if not url:
                 raise errors.ConfigError("No server URL is set.", hint="no_url")
-            client = Client(url, api_key if api_key is not None else env_api_key(), timeout=timeout, headers=headers)
+            key = api_key if api_key is not None or credentials else env_api_key()
+            client = Client(url, key, timeout=timeout, headers=headers, credentials=credentials)
         self.client = client
         self.model = model or os.environ.get(model_env) or None
         self.choose_hint = choose_hint

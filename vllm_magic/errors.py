@@ -27,6 +27,7 @@ PYTHON_FIXES: dict[str, str] = {
     "stream_consumed": "Call `chat.stream(...)` again for a new answer.",
     "choose_model": "Choose one with `Chat(url, model=NAME)` or `chat.ask(..., model=NAME)`.",
     "choose_embedding_model": "Choose one with `embed(texts, model=NAME)` or set VLLM_EMBEDDING_MODEL.",
+    "bad_credentials": "Name a function of an importable module, e.g. `credentials=mymodule.get_token`.",
     "check_path": "Check the path given to `Conversation.load()`.",
     "raise_max_tokens": "Raise max_tokens (`max_tokens=N` on the call, or in `chat.params`) and ask again.",
     "constraint_ignored": "Check that the server enforces structured outputs (vLLM does); `chat.undo()` drops "

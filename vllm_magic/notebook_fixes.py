@@ -17,6 +17,7 @@ NOTEBOOK_FIXES: dict[str, str] = {
     "choose_model": "Choose one with `%vllm connect URL --model NAME` or `%%chat --model NAME`.",
     "choose_embedding_model": "Choose one with `%vllm embed EXPR --model NAME`, "
                               "`%config VLLMMagics.embedding_model = 'NAME'` or the VLLM_EMBEDDING_MODEL variable.",
+    "bad_credentials": "Name a function of an importable module: `%config VLLMMagics.credentials = 'mymodule:get_token'`.",
     "check_path": "Check the path given to `%vllm load`.",
     "raise_max_tokens": "Raise it on the cell (`--max-tokens N`) or for every cell (`%vllm params max_tokens=N`), "
                         "then `%vllm retry`.",

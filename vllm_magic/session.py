@@ -44,6 +44,11 @@ class Session(HasTraits):
     )
     timeout = Float(120.0, help="Seconds to wait for the server (connect, and between streamed tokens).")
     headers = Dict(help="Headers sent with every request, e.g. {'X-Org': 'analytics'} (values are never shown).")
+    credentials = Unicode(
+        None, allow_none=True,
+        help="An importable callable, 'module:function', returning a key or a dict of headers; called at "
+             "connect and again once after a 401, for gateway tokens that expire.",
+    )
     params = Dict(help="Default sampling parameters of every conversation, e.g. {'temperature': 0.2}.")
     system_prompt = Unicode(None, allow_none=True, help="System prompt of new conversations.")
     render_rate = Float(15.0, help="Most display updates per second while an answer streams.")
@@ -113,6 +118,8 @@ class Session(HasTraits):
         root = normalize_base_url(url)
         if ask_key:
             key, source = self._typed(root, force=True), "typed in"
+        elif self.credentials:
+            key, source = None, f"from {self.credentials}"
         elif env_api_key(key_env):
             key, source = env_api_key(key_env), f"from {key_env or _env_key_name()}"
         elif root in self._typed_keys:
@@ -123,7 +130,7 @@ class Session(HasTraits):
         try:
             connection.check(notes)
         except errors.AuthError:
-            if key is not None:
+            if key is not None or self.credentials:
                 raise
             connection = self._connection(url, self._typed(root, force=True), "typed in", timeout, model,
                                           embeddings)
@@ -132,7 +139,8 @@ class Session(HasTraits):
 
     def _connection(self, url: str, key: str | None, source: str, timeout: float, model: str | None,
                     embeddings: bool) -> Connection:
-        client = Client(url, key, timeout=timeout, headers=self.headers)
+        credentials = _importable(self.credentials) if self.credentials and key is None else None
+        client = Client(url, key, timeout=timeout, headers=self.headers, credentials=credentials)
         if embeddings:
             from .embeddings import embedding_connection
 
@@ -220,6 +228,21 @@ class Session(HasTraits):
             self.connection.check_max_tokens(clean["max_tokens"], self.connection.model)
         self.params = clean
         return [name for name in extras if name in given]
+
+
+def _importable(name: str) -> Callable[[], Any]:
+    """``"module:function"`` -> the function."""
+    import importlib
+
+    module, _, attribute = name.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise errors.ConfigError(f"The credentials {name!r} cannot be imported ({exc}).",
+                                 hint="bad_credentials") from None
+    if not callable(found):
+        raise errors.ConfigError(f"The credentials {name!r} are not a function.", hint="bad_credentials")
+    return found
 
 
 def _env_key_name() -> str:

@@ -587,3 +587,34 @@ def test_python_chats_send_headers_too(loopback: LoopbackServer) -> None:
     chat.ask("hi")
     assert chat_bodies(loopback) and loopback.requests[-1].headers["x-org"] == "analytics"
     assert "analytics" not in repr(chat) + repr(chat.connection.client)
+
+
+TOKENS: list[str] = []
+
+
+def next_token() -> str:
+    """A gateway's short-lived token: each call hands out the next one."""
+    return TOKENS.pop(0)
+
+
+def test_expiring_credentials_are_asked_again_once_after_a_401() -> None:
+    with LoopbackServer(api_key="fresh-token") as server:
+        TOKENS[:] = ["expired-token", "fresh-token"]
+        chat = vllm_magic.Chat(server.base_url, credentials=next_token)
+        assert chat.ask("hi").text and TOKENS == [], "refreshed once, and the request went through"
+        assert "fresh-token" not in repr(chat) + repr(chat.connection.client)
+        TOKENS[:] = ["wrong-1", "wrong-2", "never-asked"]
+        with pytest.raises(errors.AuthError) as info:
+            vllm_magic.Chat(server.base_url, credentials=next_token).ask("hi")
+        assert TOKENS == ["never-asked"] and "wrong" not in str(info.value), "one refresh, then the error"
+
+
+def test_credentials_named_in_config_serve_the_magics(ip: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
+    with LoopbackServer(api_key="fresh-token") as server:
+        TOKENS[:] = ["fresh-token"]
+        ip.ok(f"%config VLLMMagics.credentials = '{__name__}:next_token'")
+        out = ip.ok(f"%vllm connect {server.base_url}") + ip.ok("%%chat\nhi")
+        assert f"API key: from {__name__}:next_token" in out and "fresh-token" not in out
+        ip.ok("%config VLLMMagics.credentials = 'no_such_module:token'")
+        out = ip.fails(f"%vllm connect {server.base_url}", errors.ConfigError)
+        assert "cannot be imported" in out and "%config VLLMMagics.credentials" in out

@@ -21,7 +21,8 @@ from .cell import chat_options, run_cell
 from .registry import run_line, synopsis
 from ..notebook_fixes import NOTEBOOK_FIXES
 
-SETTINGS = ("base_url", "model", "embedding_model", "api_key_env", "timeout", "headers", "params", "system_prompt",
+SETTINGS = ("base_url", "model", "embedding_model", "api_key_env", "timeout", "headers", "credentials", "params",
+            "system_prompt",
             "render_rate", "show_reasoning", "send_reasoning")
 
 
@@ -59,6 +60,7 @@ class VLLMMagics(Magics):
     api_key_env = _trait_of_session("api_key_env")
     timeout = _trait_of_session("timeout")
     headers = _trait_of_session("headers")
+    credentials = _trait_of_session("credentials")
     params = _trait_of_session("params")
     system_prompt = _trait_of_session("system_prompt")
     render_rate = _trait_of_session("render_rate")
