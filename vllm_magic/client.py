@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import asyncio
 
 RETRY_STATUSES = frozenset({429, 503})
+_PROMETHEUS_SAMPLE = re.compile(r"^(vllm:[\w:]+)(?:\{([^}]*)\})?\s+(\S+)", re.MULTILINE)
+_PROMETHEUS_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 CHAT_PATH = "/v1/chat/completions"
 
 
@@ -183,6 +185,10 @@ class Client:
             return self.request("GET", "/version", retry=False).json().get("version")
         except errors.NotFoundError:
             return None
+
+    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        """vLLM's ``/metrics`` (Prometheus text) as ``(name, labels, value)``, its own ``vllm:`` ones."""
+        return vllm_samples(self.request("GET", "/metrics", retry=False).text)
 
     def tokenize(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """vLLM's ``/tokenize`` with the chat template applied: exact ``count`` and ``max_model_len``.
@@ -423,6 +429,18 @@ class JobPool:
 
     def close(self) -> None:
         self._http.close()
+
+
+def vllm_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """The ``vllm:`` samples of a Prometheus text page as ``(name, labels, value)``."""
+    samples = []
+    for match in _PROMETHEUS_SAMPLE.finditer(text):
+        name, labels, value = match.groups()
+        try:
+            samples.append((name, dict(_PROMETHEUS_LABEL.findall(labels or "")), float(value)))
+        except ValueError:
+            continue
+    return samples
 
 
 def _tokenize_body(model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:

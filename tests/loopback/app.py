@@ -16,6 +16,8 @@ from tests.loopback.wire import Answer, RecordedRequest, Silence
 Endpoint = Callable[["FakeVLLM", RecordedRequest], "Answer | Silence"]
 
 
+PROFILES = ("vllm", "llama.cpp", "openai")
+
 class FakeVLLM:
     """A vLLM 0.32 server's behaviour, shared by :class:`~tests.loopback.server.LoopbackServer` (sockets)
     and :class:`~tests.loopback.transport.LoopbackTransport` (in-process httpx).
@@ -32,6 +34,11 @@ class FakeVLLM:
     ``completion_tokens_details.reasoning_tokens``, and scripted replies may think.
     ``vllm_version`` is what ``/version`` answers (an older vLLM wants the pre-0.12 ``guided_*`` fields).
     ``chat_delay`` is added before every chat answer, like a busy GPU's latency.
+
+    ``profile`` plays another kind of server: ``"llama.cpp"`` (llama.cpp's server: no ``/health``,
+    ``/version``, ``/tokenize`` or ``/metrics``, no ``max_model_len``, no usage chunk even when asked,
+    unknown model names answered anyway, ``dimensions`` ignored) or ``"openai"`` (the OpenAI API
+    without vLLM's extra endpoints and model fields). The default ``"vllm"`` also serves ``/metrics``.
 
     For embeddings, ``embedding_encodings`` are the ``encoding_format`` values accepted (narrow it to
     ``("float",)`` to play a server without base64), and ``canned_embeddings`` answers every input
@@ -53,7 +60,11 @@ class FakeVLLM:
         reasoning_parser: str | None = None,
         vllm_version: str = info.VLLM_VERSION,
         chat_delay: float = 0.0,
+        profile: str = "vllm",
     ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
+        self.profile = profile
         self.models = tuple(models)
         self.embedding_models = tuple(embedding_models)
         self.api_key = api_key
@@ -74,12 +85,14 @@ class FakeVLLM:
         self.chat_rule: Callable[[dict[str, Any]], ScriptedReply | None] | None = None
         self.embedding_script: deque[ScriptedReply] = deque()
         self._arrival = threading.Condition()
-        routes: dict[str, tuple[str, Endpoint]] = {
-            "/health": ("GET", info.health),
-            "/version": ("GET", info.version),
-            "/v1/models": ("GET", info.models),
-            "/tokenize": ("POST", tokenization.tokenize),
-        }
+        routes: dict[str, tuple[str, Endpoint]] = {"/v1/models": ("GET", info.models)}
+        if profile == "vllm":
+            routes.update({
+                "/health": ("GET", info.health),
+                "/version": ("GET", info.version),
+                "/metrics": ("GET", info.metrics),
+                "/tokenize": ("POST", tokenization.tokenize),
+            })
         if self.models:
             routes["/v1/chat/completions"] = ("POST", chat.chat)
         if self.embedding_models:

@@ -56,7 +56,7 @@ def _default(app: FakeVLLM, request: RecordedRequest) -> Answer:
     if "messages" not in body:
         return validation_error([missing(body, "messages")], "body.messages")
     model = body.get("model") or app.models[0]
-    if model not in app.models:
+    if model not in app.models and app.profile != "llama.cpp":  # llama.cpp answers any name
         return unknown_model(model, app.models)
     if body.get("tools") and body.get("tool_choice", "auto") == "auto":
         return error(400, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set')
@@ -75,7 +75,7 @@ def _default(app: FakeVLLM, request: RecordedRequest) -> Answer:
     if temperature is not None and temperature < 0:
         return param_error("temperature", float(temperature), f"temperature must be non-negative, got {float(temperature)}.")
     choices = _generate(app, body, messages, prompt_tokens)
-    return _answer(body, str(model), choices, _usage(app, prompt_tokens, choices), StreamReply())
+    return _answer(app, body, str(model), choices, _usage(app, prompt_tokens, choices), StreamReply())
 
 
 def _scripted(app: FakeVLLM, request: RecordedRequest, script: StreamReply) -> Answer | Silence:
@@ -88,7 +88,7 @@ def _scripted(app: FakeVLLM, request: RecordedRequest, script: StreamReply) -> A
         choice = _Choice(0, script.pieces, script.finish_reason)
     choices = [dataclasses.replace(choice, reasoning=script.reasoning)]
     model = str(body.get("model") or (app.models[0] if app.models else ""))
-    return _answer(body, model, choices, _usage(app, prompt_tokens, choices), script)
+    return _answer(app, body, model, choices, _usage(app, prompt_tokens, choices), script)
 
 
 # -- generation ----------------------------------------------------------------------------------
@@ -185,7 +185,8 @@ def _usage(app: FakeVLLM, prompt_tokens: int, choices: Sequence[_Choice]) -> dic
 
 
 def _answer(
-    body: Mapping[str, Any], model: str, choices: Sequence[_Choice], usage: dict[str, Any], script: StreamReply
+    app: FakeVLLM, body: Mapping[str, Any], model: str, choices: Sequence[_Choice], usage: dict[str, Any],
+    script: StreamReply,
 ) -> Answer | Silence:
     """Render the choices as vLLM would, then apply the script's disturbances."""
     request_id, created = f"chatcmpl-{secrets.token_hex(8)}", int(time.time())
@@ -206,7 +207,7 @@ def _answer(
         return event_stream(itertools.chain(prelude, dripped(forever, script.interval)), complete=False)
     stream_options = body.get("stream_options")
     wants_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
-    send_usage = wants_usage and script.usage
+    send_usage = wants_usage and script.usage and app.profile != "llama.cpp"
     events = _events(chunks, choices, usage if send_usage else None)
     tokens, trailer = (events[:-1], events[-1:]) if send_usage else (events, [])
     trailer.append(SSE_DONE)

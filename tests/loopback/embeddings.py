@@ -45,7 +45,7 @@ def _default(app: FakeVLLM, request: RecordedRequest) -> Answer:
     encoding = body.get("encoding_format", "float")
     if encoding not in app.embedding_encodings:
         return _bad_encoding_format(body, app.embedding_encodings)
-    if body.get("dimensions") is not None:
+    if body.get("dimensions") is not None and app.profile != "llama.cpp":  # llama.cpp ignores it
         return error(400, f"Model '{model}' does not support Matryoshka embeddings; dimensions must be unset "
                           f"(received dimensions={body['dimensions']}).")
     inputs = _inputs(body["input"], app.canned_embeddings)

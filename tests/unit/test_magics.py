@@ -618,3 +618,23 @@ def test_credentials_named_in_config_serve_the_magics(ip: Shell, monkeypatch: py
         ip.ok("%config VLLMMagics.credentials = 'no_such_module:token'")
         out = ip.fails(f"%vllm connect {server.base_url}", errors.ConfigError)
         assert "cannot be imported" in out and "%config VLLMMagics.credentials" in out
+
+
+def test_status_reads_the_servers_load_from_its_metrics(ip: Shell, loopback: LoopbackServer) -> None:
+    ip.ok("%%chat\nhi")
+    out = ip.ok("%vllm status")
+    assert "load: 0 running, 0 waiting · KV cache 0% · 16 tokens generated" in out
+    table = ip.shell.run_line_magic("vllm", "metrics")
+    assert "vllm:generation_tokens_total" in set(table["metric"]) and "engine=0, model_name=tiny-chat" in set(table["labels"])
+
+
+@pytest.mark.parametrize("profile", ["llama.cpp", "openai"])
+def test_other_servers_work_and_say_what_they_lack(ip: Shell, profile: str) -> None:
+    with LoopbackServer(profile=profile) as server:
+        out = ip.ok(f"%vllm connect {server.base_url}")
+        assert "max_model_len" not in out, "no limit is claimed that the server did not give"
+        ip.ok("%%chat\nhi")
+        status = ip.ok("%vllm status")
+        usage = ip.shell.run_line_magic("vllm", "usage")
+    assert "health: unknown (" in status and "vLLM version: unknown" in status and "load: unknown (" in status
+    assert bool(usage.loc[1, "estimated"]) == (profile == "llama.cpp"), "llama.cpp sends no usage: counted"

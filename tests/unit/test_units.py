@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vllm_magic import errors
-from vllm_magic.client import normalize_base_url, redact_url
+from vllm_magic.client import normalize_base_url, redact_url, vllm_samples
 from vllm_magic.conversation import Conversation, Status, Turn
 from vllm_magic.fold import Fold
 from vllm_magic.messages import Message, Reasoning, Text, ToolCall
@@ -216,3 +216,11 @@ def test_errors_render_as_one_paragraph_unless_debugging() -> None:
         assert not hasattr(error, "_render_traceback_")
     finally:
         errors.show_tracebacks = False
+
+
+def test_vllm_metrics_are_read_from_a_real_servers_page() -> None:
+    samples = vllm_samples((SAMPLES / "chat" / "metrics.txt").read_text())
+    values = {name: value for name, labels, value in samples if not labels.get("reason")}
+    assert values["vllm:generation_tokens_total"] == 194.0 and values["vllm:num_requests_running"] == 0.0
+    assert all(name.startswith("vllm:") for name, _, _ in samples), "python_* and process_* are left out"
+    assert ("vllm:kv_cache_usage_perc", {"engine": "0", "model_name": "tiny-chat"}, 0.0) in samples

@@ -174,6 +174,7 @@ def status(magics: VLLMMagics, args: argparse.Namespace) -> None:
     names = _known(lambda: ", ".join(m["id"] for m in connection.models(refresh=True)))
     chats = ", ".join(f"{n} ({len(c.conversation)} turns)" for n, c in session.chats.items()) or "none yet"
     print(f"models: {names} · conversations: {chats}")
+    print(f"load: {_known(lambda: _load(connection.client.metrics()))}")
     if session.embeddings is not None and session.embeddings.client is not connection.client:
         embeddings = session.embeddings
         print(f"embeddings: {embeddings.client.display_url} · model {embeddings.model or '?'} · "
@@ -186,6 +187,25 @@ def _health_line(connection: Connection) -> str:
     client = connection.client
     health = _known(lambda: "ok" if client.health() else "NOT OK")
     return f"health: {health} · vLLM version: {_known(lambda: client.version() or 'unknown (no /version)')}"
+
+
+def _load(samples: list[tuple[str, dict[str, str], float]]) -> str:
+    """The server's load from its /metrics, summed over engines (and replicas behind a router)."""
+    def total(name: str) -> float:
+        return sum(value for metric, _, value in samples if metric == name)
+
+    kv = max((value for metric, _, value in samples if metric == "vllm:kv_cache_usage_perc"), default=0.0)
+    return (f"{total('vllm:num_requests_running'):.0f} running, {total('vllm:num_requests_waiting'):.0f} waiting · "
+            f"KV cache {kv:.0%} · {total('vllm:generation_tokens_total'):,.0f} tokens generated")
+
+
+@command("metrics", "the server's vLLM metrics (/metrics), as a DataFrame")
+def metrics(magics: VLLMMagics, args: argparse.Namespace) -> Any:  # -> pandas.DataFrame
+    import pandas as pd
+
+    samples = magics.session.current_connection().client.metrics()
+    return pd.DataFrame([{"metric": name, "labels": ", ".join(f"{k}={v}" for k, v in labels.items()), "value": value}
+                         for name, labels, value in samples], columns=["metric", "labels", "value"])
 
 
 def _known(ask: Callable[[], str]) -> str:
