@@ -638,3 +638,24 @@ def test_other_servers_work_and_say_what_they_lack(ip: Shell, profile: str) -> N
         usage = ip.shell.run_line_magic("vllm", "usage")
     assert "health: unknown (" in status and "vLLM version: unknown" in status and "load: unknown (" in status
     assert bool(usage.loc[1, "estimated"]) == (profile == "llama.cpp"), "llama.cpp sends no usage: counted"
+
+
+def test_a_routers_model_list_of_another_shape_is_said_and_model_still_works(ip: Shell) -> None:
+    class Router(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = b'{"models": ["all-MiniLM-L6-v2", "tiny-chat"]}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Router) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        refused = ip.fails(f"%vllm connect http://127.0.0.1:{server.server_port}", errors.UnexpectedResponse)
+        out = ip.ok(f"%vllm connect http://127.0.0.1:{server.server_port} --model tiny-chat")
+        server.shutdown()
+    assert "unexpected shape" in refused and "serves no models" not in refused
+    assert "Note: The server's model list is unavailable" in out and "model tiny-chat" in out
