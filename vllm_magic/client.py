@@ -232,7 +232,8 @@ class Client:
         """Connections of a batch job's own, keeping up to ``connections`` open (its concurrency)."""
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         return JobPool(httpx.Client(headers=self._http.headers, timeout=self._http.timeout, transport=self._transport,
-                                    follow_redirects=True, limits=limits, verify=self._tls), self.root_url)
+                                    follow_redirects=True, limits=limits, verify=self._tls), self.root_url,
+                       self._http.headers)
 
     def stream_chat(self, body: dict[str, Any]) -> Iterator[Event]:
         """Stream ``/v1/chat/completions``; yields events until the answer ends.
@@ -400,10 +401,11 @@ class JobPool:
     request); the job needs none of them.
     """
 
-    def __init__(self, http: httpx.Client, root_url: str) -> None:
+    def __init__(self, http: httpx.Client, root_url: str, headers: httpx.Headers) -> None:
         self._http = http
         self._transport = http._transport_for_url(httpx.URL(root_url))
-        self._headers = [*http.headers.raw, (b"Content-Type", b"application/json")]
+        self._headers = headers
+        """The client's own, so credentials renewed after a 401 reach the job's next requests."""
         self._timeout = http.timeout.as_dict()
         self._urls: dict[str, httpx.URL] = {}  # parsed once: parsing costs more than building the request
 
@@ -414,7 +416,8 @@ class JobPool:
         if trace is not None:
             extensions["trace"] = trace
         parsed = self._urls.get(url) or self._urls.setdefault(url, httpx.URL(url))
-        return httpx.Request("POST", parsed, headers=self._headers, content=content, extensions=extensions)
+        headers = [*self._headers.raw, (b"Content-Type", b"application/json")]
+        return httpx.Request("POST", parsed, headers=headers, content=content, extensions=extensions)
 
     def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         response = self._transport.handle_request(request)

@@ -233,6 +233,20 @@ def test_errors_of_the_whole_job_stop_it_even_when_rows_keep_their_errors() -> N
         assert len(asked(locked)) <= 3
 
 
+def test_credentials_renewed_after_a_401_serve_the_rest_of_the_job() -> None:
+    with LoopbackServer(api_key="fresh") as server:
+        given = []
+
+        def token() -> str:
+            given.append(1)
+            return "expired" if len(given) == 1 else "fresh"
+
+        chat = Chat(server.base_url, "tiny-chat", credentials=token)
+        table = ask_each([f"r{i}" for i in range(20)], "{}", chat=chat, concurrency=1, progress=False)
+        assert table.error.isna().all() and len(given) == 2, "asked once more, and only once"
+        assert len(asked(server)) == 21, "one request refused, then every row once"
+
+
 def test_a_hanging_row_times_out_alone(transport: LoopbackTransport) -> None:
     transport.script_by(answer_by_prompt(lambda p: Reply.hang(30) if p == "slow" else "ok"))
     started = time.monotonic()
