@@ -155,8 +155,9 @@ class ChunkFile:
         self._flushed = time.monotonic()
 
     def done_rows(self, labels: Any) -> Any:
-        """A bool per input row: True where the file holds that row's answer. Rows whose label
-        differs from the input's mean the file was written for other data: refused."""
+        """A bool per input row (``labels``: the input's index): True where the file holds that
+        row's answer. Rows whose label differs from the input's mean the file was written for other
+        data: refused."""
         np = _numpy()
         done = np.zeros(len(labels), dtype=bool)
         rows, stored = self._read_rows()
@@ -164,7 +165,7 @@ class ChunkFile:
             return done
         if rows.max(initial=-1) >= len(labels) or rows.min(initial=0) < 0:
             raise self._other_data(f"it holds row {int(rows.max())}, and the input has {len(labels):,}")
-        expected = np.asarray(labels, dtype=object)[rows]
+        expected = labels[rows].tolist()
         differ = [i for i in range(len(rows)) if stored[i] != expected[i] and str(stored[i]) != str(expected[i])]
         if differ:
             i = differ[0]

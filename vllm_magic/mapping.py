@@ -322,7 +322,7 @@ class _Job:
         return table.frame(self._index())
 
     def to_file(self, file: ChunkFile, concurrency: int, progress: bool | None, **request: Any) -> Written:
-        done = file.done_rows(self._index() if self.rows.index is not None else range(self.rows.size))
+        done = file.done_rows(self._index())
         held = int(done.sum())
         todo = (row for row in range(self.rows.size) if not done[row])
         try:
