@@ -3,15 +3,15 @@
     >>> for done in run_batch(client, tasks, work, concurrency=32, progress=bar):
     ...     keep(done.task, done.value, done.error)      # in the order they finish
 
-``concurrency`` worker threads send on the job's own connections (:class:`JobConnections`); the
-calling thread hands each finished task back as it comes, draws the progress and is the one Ctrl-C
-reaches. Leaving the loop early (Ctrl-C, an error the caller raises, ``break``) cuts every request
+Up to ``concurrency`` worker threads send on the job's own connections (:class:`JobConnections`);
+the calling thread hands each finished task back as it comes, draws the progress and is the one
+Ctrl-C reaches. Leaving the loop early (Ctrl-C, an error the caller raises, ``break``) cuts every request
 in flight at once, so vLLM frees them, and sends nothing more; what was handed back is the caller's
 to keep. A 429 or 503 anywhere slows the whole job (:class:`SharedBackoff`).
 
 Threads on the sync client, not an event loop on the async one, because they measured faster on
-the same server: about half the client CPU per request and twice the rows per second, at 32
-requests in flight.
+the same server: at 32 requests in flight, 0.6-0.9 ms of client CPU a request against 2.2-2.7 ms
+for httpx's async pool, whose bookkeeping grows with the connections it holds.
 """
 
 from __future__ import annotations
@@ -57,8 +57,6 @@ class SharedBackoff(Pacing):
         """Counts the holds, so a success of a request sent before the last one does not count."""
         self._cancelled = False
         self._local = threading.local()
-        self.holds = 0
-        """429/503 answers retried so far in the job."""
 
     def turn(self) -> _Turn:
         return _Turn(self)
@@ -69,7 +67,6 @@ class SharedBackoff(Pacing):
             self._until = max(self._until, time.monotonic() + seconds)
             self._limited = True
             self._generation += 1
-            self.holds += 1
             self._changed.notify_all()
 
     def cancel(self) -> None:
