@@ -14,7 +14,6 @@ from .client import Client
 from .conversation import Conversation, Turn
 from .embeddings import embed
 from .errors import VLLMError
-from .mapping import MapStopped, Written, ask_each
 from .messages import Message
 from .response import Response, drive
 from .session import Session
@@ -24,6 +23,15 @@ __all__ = [
     "VLLMError", "Written", "ask_each", "drive", "embed", "models", "load_ipython_extension",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``ask_each``, ``MapStopped`` and ``Written`` load on first use: `%load_ext vllm_magic` stays fast."""
+    if name in ("ask_each", "MapStopped", "Written"):
+        from . import mapping
+
+        return getattr(mapping, name)
+    raise AttributeError(f"module 'vllm_magic' has no attribute {name!r}")
 
 
 def models(base_url: str | None = None, api_key: str | None = None) -> list[dict[str, Any]]:

@@ -195,6 +195,13 @@ def test_answers_that_do_not_fit_are_their_rows_errors_with_what_the_answer_told
     assert table.finish_reason.tolist() == ["stop", "stop", "length"] and table.completion_tokens.notna().all()
 
 
+def test_a_grammar_reaches_the_server_and_its_answer_is_the_text(chat: Chat, transport: LoopbackTransport) -> None:
+    transport.script_by(answer_by_prompt(lambda p: "yes"))
+    table = ask_each(["q"], "{}", chat=chat, grammar='root ::= "yes" | "no"', progress=False)
+    assert table.answer.tolist() == ["yes"]
+    assert transport.requests[-1].json["structured_outputs"] == {"grammar": 'root ::= "yes" | "no"'}
+
+
 def test_json_and_regex_answers_are_checked_text(chat: Chat, transport: LoopbackTransport) -> None:
     transport.script_by(answer_by_prompt(lambda p: '{"a": 1}' if p == "j" else "123"))
     assert ask_each(["j"], "{}", chat=chat, json=True, progress=False).answer.tolist() == ['{"a": 1}']
@@ -534,6 +541,20 @@ def test_magic_options_reach_the_requests(ip: Shell, server: LoopbackServer) -> 
     assert body["messages"][1]["content"].endswith(" --good?")
     ip.ok('%vllm map ["ab"] "Digits for {}" --regex "[0-9]{3}"')
     assert server.requests[-1].json["structured_outputs"] == {"regex": "[0-9]{3}"}
+
+
+def test_magic_shapes_json_schema_and_grammar(ip: Shell, server: LoopbackServer) -> None:
+    server.script_by(guided)
+    ip.ok('%vllm map ["ada", "bob"] "Who is {}?" --schema "name str, age int" --out stored')
+    stored = ip.shell.user_ns["stored"]
+    assert stored.columns.tolist()[:2] == ["name", "age"] and stored.dtypes["age"] == "Int64"
+    assert server.requests[-1].json["response_format"]["type"] == "json_schema"
+    ip.ok('%vllm map ["x"] "Facts about {} as JSON" --json --out stored')
+    assert ip.shell.user_ns["stored"].answer.tolist() == ["{}"]
+    server.script_by(answer_by_prompt(lambda p: "yes"))
+    ip.ok('%vllm map ["x"] "{}" --grammar "root ::= \\"yes\\" | \\"no\\"" --out stored')
+    assert server.requests[-1].json["structured_outputs"] == {"grammar": 'root ::= "yes" | "no"'}
+    assert ip.shell.user_ns["stored"].answer.tolist() == ["yes"]
 
 
 def test_magic_notes_failed_rows_and_raises_on_request(ip: Shell, server: LoopbackServer) -> None:
