@@ -520,6 +520,18 @@ def ip(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
         shell.user_ns.pop(name, None)
 
 
+@pytest.mark.parametrize("line, expected", [
+    ('df "Sentiment of: {review}" --choice "a|b"', ("df", "Sentiment of: {review}", ' --choice "a|b"')),
+    ("""df[df.lang == "en"] 'Say "hi" to {name}'""", ('df[df.lang == "en"]', 'Say "hi" to {name}', "")),
+    (r'["a --b", "c"] "He said \"{}\" -- twice" --concurrency 2',
+     ('["a --b", "c"]', 'He said "{}" -- twice', " --concurrency 2")),
+])
+def test_the_magic_line_splits_into_rows_template_and_options(line: str, expected: tuple[str, str, str]) -> None:
+    from vllm_magic.magics.data import split_template
+
+    assert split_template(line) == expected
+
+
 def test_magic_maps_a_frame_with_a_choice(ip: Shell, server: LoopbackServer) -> None:
     server.script_by(answer_by_prompt(sentiment))
     ip.shell.user_ns["review"] = "a notebook variable that must not leak into the template"
