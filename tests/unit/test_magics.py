@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 import vllm_magic
 from tests.loopback import LoopbackServer, Reply
 from tests.unit.notebook_shell import ENV, Shell, chat_bodies, ipython_shell
+from tests.unit.stub_server import stub_server
 from vllm_magic import errors
 from vllm_magic.sinks import PlainSink
 from vllm_magic.stream import Event
@@ -387,21 +386,10 @@ def test_connect_checks_the_model_against_the_served_list(ip: Shell, loopback: L
 
 
 def test_a_server_without_a_model_list_is_accepted_with_a_note(ip: Shell) -> None:
-    class NoModelList(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(404)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b'{"detail": "Not Found"}')
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoModelList) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        out = ip.ok(f"%vllm connect http://127.0.0.1:{server.server_port} --model tiny-chat")
-        server.shutdown()
+    with stub_server(lambda method, path: (404, b'{"detail": "Not Found"}')) as url:
+        out = ip.ok(f"%vllm connect {url} --model tiny-chat")
     assert "Note: The server's model list is unavailable" in out and "using 'tiny-chat' as given" in out
+
 
 
 def test_max_tokens_is_checked_against_the_models_limit(ip: Shell, loopback: LoopbackServer) -> None:
@@ -461,64 +449,38 @@ def test_a_failing_tokenize_is_asked_once_and_the_context_error_still_comes(ip: 
     """vllm-router answers /tokenize with 503 when no worker tokenizes: a diagnostic is never retried."""
     asked: list[str] = []
 
-    class Router(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self._answer(200, {"object": "list", "data": [{"id": "tiny-chat", "max_model_len": 512}]})
+    def router(method: str, path: str) -> tuple[int, bytes]:
+        if method == "GET":
+            return 200, json.dumps({"object": "list", "data": [{"id": "tiny-chat", "max_model_len": 512}]}).encode()
+        asked.append(path)
+        if path == "/tokenize":
+            return 503, b'{"error": "No available workers: 0 prefill, 0 decode"}'
+        return 400, json.dumps({"error": {"message": "This model's maximum context length is 512 tokens.",
+                                          "type": "BadRequestError", "code": 400}}).encode()
 
-        def do_POST(self) -> None:  # noqa: N802
-            asked.append(self.path)
-            self.rfile.read(int(self.headers["Content-Length"]))
-            if self.path == "/tokenize":
-                self._answer(503, {"error": "No available workers: 0 prefill, 0 decode"})
-            else:
-                self._answer(400, {"error": {"message": "This model's maximum context length is 512 tokens.",
-                                             "type": "BadRequestError", "code": 400}})
-
-        def _answer(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Router) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        ip.ok(f"%vllm connect http://127.0.0.1:{server.server_port}")
+    with stub_server(router) as url:
+        ip.ok(f"%vllm connect {url}")
         out = ip.fails("%%chat\nlong prompt", errors.ContextLengthError)
-        server.shutdown()
     assert asked == ["/v1/chat/completions", "/tokenize"], "the diagnostic was asked once"
     assert "maximum context length is 512 tokens" in out
 
 
+
 def test_status_says_what_a_server_without_health_or_version_does_not_tell(ip: Shell) -> None:
-    class Router(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            if self.path == "/v1/models":
-                status, body = 200, b'{"object": "list", "data": [{"id": "tiny-chat"}]}'
-            elif self.path == "/version":
-                status, body = 405, b"Only POST requests are supported for transparent proxy"
-            else:
-                status, body = 404, b'{"detail": "Not Found"}'
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def router(method: str, path: str) -> tuple[int, bytes]:
+        if path == "/v1/models":
+            return 200, b'{"object": "list", "data": [{"id": "tiny-chat"}]}'
+        if path == "/version":
+            return 405, b"Only POST requests are supported for transparent proxy"
+        return 404, b'{"detail": "Not Found"}'
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Router) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        ip.ok(f"%vllm connect http://127.0.0.1:{server.server_port}")
+    with stub_server(router) as url:
+        ip.ok(f"%vllm connect {url}")
         out = ip.ok("%vllm status")
-        server.shutdown()
     assert "health: unknown (" in out and "HTTP 404" in out
     assert "vLLM version: unknown (" in out and "Only POST requests are supported" in out
     assert "models: tiny-chat" in out
+
 
 
 def test_a_proxys_unknown_model_400_is_an_unknown_model(ip: Shell, loopback: LoopbackServer) -> None:
@@ -547,23 +509,12 @@ def test_a_proxys_wrapped_context_error_shows_the_servers_own_words(ip: Shell, l
 
 
 def test_a_proxys_max_input_tokens_is_the_models_limit(ip: Shell) -> None:
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            body = json.dumps({"object": "list", "data": [{"id": "tiny-chat", "max_input_tokens": 300}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        out = ip.ok(f"%vllm connect http://127.0.0.1:{server.server_port}")
+    listing = json.dumps({"object": "list", "data": [{"id": "tiny-chat", "max_input_tokens": 300}]}).encode()
+    with stub_server(lambda method, path: (200, listing)) as url:
+        out = ip.ok(f"%vllm connect {url}")
         refused = ip.fails("%vllm params max_tokens=400", errors.ParamError)
-        server.shutdown()
     assert "(max_model_len 300)" in out and "max_model_len of 300" in refused
+
 
 
 def test_gateway_headers_go_with_every_request_and_are_never_shown(ip: Shell, tmp_path: Path) -> None:
@@ -641,21 +592,8 @@ def test_other_servers_work_and_say_what_they_lack(ip: Shell, profile: str) -> N
 
 
 def test_a_routers_model_list_of_another_shape_is_said_and_model_still_works(ip: Shell) -> None:
-    class Router(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            body = b'{"models": ["all-MiniLM-L6-v2", "tiny-chat"]}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Router) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        refused = ip.fails(f"%vllm connect http://127.0.0.1:{server.server_port}", errors.UnexpectedResponse)
-        out = ip.ok(f"%vllm connect http://127.0.0.1:{server.server_port} --model tiny-chat")
-        server.shutdown()
+    with stub_server(lambda method, path: (200, b'{"models": ["all-MiniLM-L6-v2", "tiny-chat"]}')) as url:
+        refused = ip.fails(f"%vllm connect {url}", errors.UnexpectedResponse)
+        out = ip.ok(f"%vllm connect {url} --model tiny-chat")
     assert "unexpected shape" in refused and "serves no models" not in refused
     assert "Note: The server's model list is unavailable" in out and "model tiny-chat" in out
