@@ -22,9 +22,7 @@ Prints the figures and PASS/FAIL; exits non-zero on FAIL.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness import loopback_process, memory, real_vllm, report  # noqa: E402
 from vllm_magic import embed  # noqa: E402
 
 MODEL = "all-MiniLM-L6-v2"
@@ -99,40 +98,20 @@ def compare(url: str, key: str | None, batch: list[str], repeats: int) -> dict[s
 
 @contextmanager
 def loopback(dims: int) -> Iterator[str]:
-    server = subprocess.Popen([sys.executable, "-c", SERVE_LOOPBACK, MODEL, str(dims)], cwd=ROOT,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        yield server.stdout.readline().strip()
-    finally:
-        server.stdin.close()
-        server.wait(timeout=30)
-
-
-@contextmanager
-def real_vllm(url: str | None) -> Iterator[tuple[str, str | None]]:
-    if url:
-        yield url, os.environ.get("VLLM_API_KEY")
-        return
-    spec = importlib.util.spec_from_file_location("vllm_env", ROOT / "scripts" / "vllm_env.py")
-    vllm_env = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vllm_env)
-    with vllm_env.start_server("embed") as server:
-        yield server.wait_ready().base_url, None
+    with loopback_process(SERVE_LOOPBACK, MODEL, str(dims)) as url:
+        yield url
 
 
 def memory_child(url: str, count: int) -> None:
     """Run in a fresh process: print the RSS baseline, the high-water mark and the matrix size."""
     batch = texts(count)
 
-    def status(field: str) -> int:
-        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
-        return int(line.split()[1]) * 1024
 
     embed(batch[:10], MODEL, base_url=url, progress=False)  # warm: lazy imports, first connection
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    start = status("VmRSS:")
+    start = memory("VmRSS:")
     frame = embed(batch, MODEL, base_url=url, progress=False)
-    peak = status("VmHWM:")
+    peak = memory("VmHWM:")
     print(json.dumps({"start": start, "peak": peak, "matrix": frame.to_numpy().nbytes}))
 
 
@@ -142,11 +121,6 @@ def measure_memory(url: str, count: int) -> dict[str, float]:
     figures = json.loads(done.stdout)
     figures["ratio"] = (figures["peak"] - figures["start"]) / figures["matrix"]
     return figures
-
-
-def report(name: str, ok: bool, text: str) -> bool:
-    print(f"({name}) {text} -> {'PASS' if ok else 'FAIL'}", flush=True)
-    return ok
 
 
 def main() -> int:
@@ -176,7 +150,7 @@ def main() -> int:
                     f"peak memory, 100,000 x 1024: {(f['peak'] - f['start']) / 2**20:,.0f} MiB above the start for a "
                     f"{f['matrix'] / 2**20:,.0f} MiB matrix: {f['ratio']:.2f}x (target <= 1.5x)")))
     if "b" in args.only:
-        with real_vllm(args.embed_url) as (url, key):
+        with real_vllm(args.embed_url, "embed") as (url, key):
             f = compare(url, key, texts(5_000), args.repeats)
             results.append(report("b", f["cpu_ratio"] <= 1 / 3 and f["ratio"] >= 0.95, (
                 f"real vLLM, 5,000 x 384: {speed(f)}; client CPU per 1,000 rows: baseline {f['baseline_cpu']:.2f} s, "

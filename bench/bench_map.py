@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -44,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 import pydantic  # noqa: E402
 
+from harness import loopback_process, memory, real_vllm, report  # noqa: E402
 from vllm_magic import Chat, ask_each  # noqa: E402
 
 SCHEMA = "name str, age int, happy bool"
@@ -145,43 +144,23 @@ def compare(url: str, key: str | None, model: str, frame: pd.DataFrame, concurre
 
 @contextmanager
 def loopback(delay: float = 0.0) -> Iterator[str]:
-    server = subprocess.Popen([sys.executable, "-c", SERVE_LOOPBACK, str(delay)], cwd=ROOT,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        yield server.stdout.readline().strip()
-    finally:
-        server.stdin.close()
-        server.wait(timeout=30)
-
-
-@contextmanager
-def real_vllm(url: str | None) -> Iterator[tuple[str, str | None]]:
-    if url:
-        yield url, os.environ.get("VLLM_API_KEY")
-        return
-    spec = importlib.util.spec_from_file_location("vllm_env", ROOT / "scripts" / "vllm_env.py")
-    vllm_env = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vllm_env)
-    with vllm_env.start_server("random") as server:
-        yield server.wait_ready().base_url, None
+    with loopback_process(SERVE_LOOPBACK, str(delay)) as url:
+        yield url
 
 
 def memory_child(url: str, count: int) -> None:
     """Run in a fresh process: print the RSS at the start and its high-water mark, in bytes."""
     frame = rows(count)
 
-    def status(field: str) -> int:
-        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
-        return int(line.split()[1]) * 1024
 
     with tempfile.TemporaryDirectory() as folder:
         ask_each(frame.head(50), TEMPLATE, base_url=url, model="tiny-chat", schema=SCHEMA,
                  to=Path(folder) / "warm.parquet", progress=False)  # lazy imports, first connection
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        start = status("VmRSS:")
+        start = memory("VmRSS:")
         written = ask_each(frame, TEMPLATE, base_url=url, model="tiny-chat", schema=SCHEMA,
                            to=Path(folder) / "answers.parquet", progress=False)
-        peak = status("VmHWM:")
+        peak = memory("VmHWM:")
         assert written.held == count and not written.failed, written
     print(json.dumps({"start": start, "peak": peak}))
 
@@ -193,11 +172,6 @@ def measure_memory(url: str, count: int) -> float:
         raise RuntimeError(f"the memory run of {count:,} rows failed:\n{done.stderr[-2000:]}")
     figures = json.loads(done.stdout)
     return (figures["peak"] - figures["start"]) / 2**20
-
-
-def report(name: str, ok: bool, text: str) -> bool:
-    print(f"({name}) {text} -> {'PASS' if ok else 'FAIL'}", flush=True)
-    return ok
 
 
 def main() -> int:
@@ -239,7 +213,7 @@ def main() -> int:
             results.append(report("b", rate >= 0.9 * 320, f"loopback taking 200 ms per request, K=64, "
                                   f"{len(frame):,} rows: {rate:,.0f} rows/s = {rate / 320:.2f}x of 320 (target >= 0.9x)"))
     if "c" in args.only:
-        with real_vllm(args.chat_url) as (url, key):
+        with real_vllm(args.chat_url, "random") as (url, key):
             model = Chat(url, api_key=key).connection.resolve_model()
             f = compare(url, key, model, rows(300), 32, args.repeats, choice=True)
             results.append(report("c", f["speed"] >= 0.95, f"real vLLM ({model}), 300 rows with a choice, K=32: "
