@@ -76,13 +76,17 @@ class Session(HasTraits):
         connections stay as they were.
         """
         notes: list[str] = []
-        if headers is not None:
-            self.headers = {**self.headers, **headers}
-        chat = self._open(url, model, api_key_env, ask_key, timeout, notes, embeddings=False)
-        embeddings = None
-        if embeddings_url:
-            embeddings = self._open(embeddings_url, embedding_model, api_key_env, ask_key, timeout, notes,
-                                    embeddings=True)
+        previous = self.headers
+        self.headers = {**previous, **(headers or {})}
+        try:
+            chat = self._open(url, model, api_key_env, ask_key, timeout, notes, embeddings=False)
+            embeddings = None
+            if embeddings_url:
+                embeddings = self._open(embeddings_url, embedding_model, api_key_env, ask_key, timeout, notes,
+                                        embeddings=True)
+        except BaseException:
+            self.headers = previous  # a failed connect changes nothing
+            raise
         self._use(chat, embeddings)
         return notes
 

@@ -525,12 +525,14 @@ def test_gateway_headers_go_with_every_request_and_are_never_shown(ip: Shell, tm
         ip.ok("%vllm embed 'some text' --model emb")
         out += repr(ip.magics.session.connection.client) + (tmp_path / "c.json").read_text()
         sent = [r for r in server.requests if r.path in ("/v1/chat/completions", "/v1/embeddings")]
+        ip.fails('%vllm connect http://no-such-host.invalid --header "X-Other: x"', errors.ConnectError)
+        again = ip.ok(f"%vllm connect {server.base_url} --model tiny-chat")
+    assert "X-Other" not in again and "X-Org" in again, "a failed connect keeps the headers as they were"
     assert all(r.headers.get("x-gateway-token") == "s3cr3t-value" for r in sent) and len(sent) == 2
     assert all(r.headers.get("x-org") == "analytics" for r in sent)
     assert "headers: X-Org, X-Gateway-Token" in out and "s3cr3t-value" not in out and "analytics" not in out
     result, printed = ip.run('%vllm connect http://127.0.0.1:1 --header "s3cr3t-only"')
     assert "NAME: VALUE" in str(result.error_in_exec) and "s3cr3t" not in str(result.error_in_exec) + printed
-
 
 
 def test_python_chats_send_headers_too(loopback: LoopbackServer) -> None:
