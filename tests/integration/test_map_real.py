@@ -75,7 +75,9 @@ def test_json_reaches_the_server_and_nothing_cut_passes_as_valid(vllm_random) ->
 def test_without_a_constraint_the_random_model_does_not_comply(vllm_random) -> None:
     table = ask_each(ROWS.head(20), "Label: {text}", chat=random_chat(vllm_random), max_tokens=8, progress=False)
     assert table.error.isna().all() and not table.answer.isin(["red", "green", "blue"]).all()
-    assert set(table.finish_reason) == {"length"} and (table.completion_tokens == 8).all()
+    cut = table.finish_reason == "length"
+    assert cut.sum() >= 10 and (table.finish_reason[~cut] == "stop").all(), "sampling may draw EOS now and then"
+    assert (table.completion_tokens[cut] == 8).all() and (table.completion_tokens <= 8).all()
 
 
 def test_the_extract_notebook_runs_on_the_real_server(vllm_random) -> None:
