@@ -74,6 +74,13 @@ PYTHON_FIXES: dict[str, str] = {
     "map_to": "Name a file ending in .parquet (a folder of parts) or .jsonl, e.g. `to=\"answers.parquet\"`.",
     "map_to_other": "Write to a new file, or delete {path} to start over.",
     "map_to_and_resume": "Give `to=` alone: the file says which rows are done.",
+    "tool_signature": "Annotate every parameter with a type JSON can describe: str, int, float, bool, "
+                      "list[str], Literal[...], an Enum, a pydantic model or a dataclass; no *args / **kwargs. "
+                      "For a DataFrame or another object, take its name as a str and look it up in the function.",
+    "sync_tool": "Make the tool a plain `def` (wrap async code in a synchronous function).",
+    "tool_name": "Name it with `@tool(name=\"lookup\")` or `describe(fn, name=\"lookup\")`.",
+    "unknown_tool": "Available: {available}. Define the function first, or register one with `@tool`.",
+    "duplicate_tool": "Give one of them another name with `@tool(name=...)`.",
 }
 """How a Python script is told to fix each hinted error."""
 

@@ -68,4 +68,13 @@ NOTEBOOK_FIXES: dict[str, str] = {
     "map_to": "Name a file ending in .parquet (a folder of parts) or .jsonl, e.g. `--to answers.parquet`.",
     "map_to_other": "Write to a new file with `--to`, or delete {path} to start over.",
     "map_to_and_resume": "Give `--to PATH` alone: the file says which rows are done.",
+    "tool_signature": "Annotate every parameter with a type JSON can describe: str, int, float, bool, "
+                      "list[str], Literal[...], an Enum, a pydantic model or a dataclass; no *args / **kwargs. "
+                      "For a DataFrame or another object, take its name as a str and look it up in the function.",
+    "sync_tool": "Make the tool a plain `def` (wrap async code in a synchronous function), then run the cell "
+                 "with `%%chat --tools NAME` again.",
+    "tool_name": "Register it under a name with `@tool(name=\"lookup\")`, then `%%chat --tools lookup`.",
+    "unknown_tool": "Available: {available}. Define the function in a cell run before this one (or register "
+                    "it with `@tool`), then `%%chat --tools f,g`.",
+    "duplicate_tool": "Give one of them another name with `@tool(name=...)`, then name both in `%%chat --tools f,g`.",
 }
