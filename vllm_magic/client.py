@@ -186,9 +186,26 @@ class Client:
         except errors.NotFoundError:
             return None
 
-    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
-        """vLLM's ``/metrics`` (Prometheus text) as ``(name, labels, value)``, its own ``vllm:`` ones."""
-        return vllm_samples(self.request("GET", "/metrics", retry=False).text)
+    def metrics(self, replica: str | None = None) -> list[tuple[str, dict[str, str], float]]:
+        """vLLM's ``/metrics`` (Prometheus text) as ``(name, labels, value)``, its own ``vllm:`` ones;
+        of ``replica`` (a URL from :meth:`replicas`) when given, asked with the same key and headers."""
+        url = (normalize_base_url(replica) if replica else self.root_url) + "/metrics"
+        response = self._send(self._http.build_request("GET", url), stream=False, model=None, retry=False)
+        return vllm_samples(response.text)
+
+    def replicas(self) -> list[str] | None:
+        """The servers behind a vLLM router (its ``GET /workers``), or None when this is no router.
+
+        A router forwards ``/metrics`` to one replica of its choosing, so load is read per replica.
+        """
+        try:
+            body = self.request("GET", "/workers", retry=False).json()
+        except (errors.VLLMError, ValueError):
+            return None
+        workers = body.get("workers") if isinstance(body, dict) else None
+        if not isinstance(workers, list):
+            return None
+        return [w["url"] for w in workers if isinstance(w, dict) and isinstance(w.get("url"), str)] or None
 
     def tokenize(self, model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """vLLM's ``/tokenize`` with the chat template applied: exact ``count`` and ``max_model_len``.

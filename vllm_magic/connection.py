@@ -77,12 +77,28 @@ class Connection:
                 raise
             notes.append(f"The server's model list is unavailable ({exc.cause}); using {self.model!r} as given.")
             return
+        except (errors.BadRequestError, errors.ServerError) as exc:
+            raise self._refused_listing(exc) from None
         if self.model and self.model not in served:
             raise errors.ConfigError(
                 f"The server at {self.client.display_url} does not serve {self.model!r}.",
                 hint="unknown_model", served=", ".join(served) or "none",
             )
         self.resolve_model()
+
+    def _refused_listing(self, exc: errors.VLLMError) -> errors.AuthError:
+        """``GET /v1/models`` carries nothing but the key and headers, so when the server refuses it
+        with another status than 401, the key is still the likely cause."""
+        sent = "the key" if self.client.has_api_key else "no key (none was set)"
+        if self.client.header_names:
+            sent += " and the headers"
+        return errors.AuthError(
+            f"The server at {self.client.display_url} refused to list its models (HTTP {exc.status}: "
+            f"{exc.server_message}). That request carries nothing but {sent}, so the key is the likely cause: "
+            "LiteLLM's proxy answers a wrong key with HTTP 400 \"No connected db.\" and a missing one with "
+            "HTTP 500.",
+            hint="auth", status=exc.status, server_message=exc.server_message,
+        )
 
     def version(self) -> str | None:
         """vLLM's version (``/version``, asked once), or None for a server without it."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -481,6 +481,41 @@ def test_status_says_what_a_server_without_health_or_version_does_not_tell(ip: S
     assert "vLLM version: unknown (" in out and "Only POST requests are supported" in out
     assert "models: tiny-chat" in out
 
+
+
+def test_a_wrong_key_a_proxy_answers_with_400_is_reported_at_connect(ip: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LiteLLM without a database answers a wrong key with 400 "No connected db.", never 401."""
+    monkeypatch.setenv("PROXY_KEY", "sk-wrong-key-123")
+    with stub_server(lambda method, path: (400, b'{"error": {"message": "No connected db.", "code": "400"}}')) as url:
+        out = ip.fails(f"%vllm connect {url} --api-key PROXY_KEY", errors.AuthError)
+    assert "refused to list its models (HTTP 400: No connected db.)" in out and "the key is the likely cause" in out
+    assert "sk-wrong-key-123" not in out and "%vllm connect" in out and "%vllm params" not in out
+
+
+def test_status_reads_each_replica_behind_a_router(ip: Shell) -> None:
+    """vllm-router forwards /metrics to one replica of its choosing; /workers names them all."""
+    replicas: dict[str, str] = {}
+
+    def replica(running: int) -> Callable[[str, str], tuple[int, bytes]]:
+        return lambda method, path: (200, f"vllm:num_requests_running{{engine=\"0\"}} {running}.0\n"
+                                          f"vllm:generation_tokens_total{{engine=\"0\"}} {running * 100}.0\n".encode())
+
+    def router(method: str, path: str) -> tuple[int, bytes]:
+        if path == "/v1/models":
+            return 200, b'{"object": "list", "data": [{"id": "tiny-chat"}]}'
+        if path == "/workers":
+            return 200, json.dumps({"workers": [{"url": url, "is_healthy": True} for url in replicas.values()]}).encode()
+        return 404, b'{"detail": "Not Found"}'
+
+    with stub_server(replica(2)) as first, stub_server(replica(5)) as second, stub_server(router) as url:
+        replicas.update(a=first, b=second)
+        ip.ok(f"%vllm connect {url}")
+        out = ip.ok("%vllm status")
+        table = ip.magics.shell.run_line_magic("vllm", "metrics")
+    assert f"load of replica {first}: 2 running, 0 waiting" in out and f"load of replica {second}: 5 running" in out
+    assert "500 tokens generated" in out
+    running = table[table.metric == "vllm:num_requests_running"].set_index("replica").value
+    assert running.to_dict() == {first: 2.0, second: 5.0}
 
 
 def test_a_proxys_unknown_model_400_is_an_unknown_model(ip: Shell, loopback: LoopbackServer) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 
 from .. import errors
+from ..client import Client, redact_url
 from ..connection import Connection
 from ..params import parse_assignments
 from ..render import conversation_html, conversation_text
@@ -174,7 +175,8 @@ def status(magics: VLLMMagics, args: argparse.Namespace) -> None:
     names = _known(lambda: ", ".join(m["id"] for m in connection.models(refresh=True)))
     chats = ", ".join(f"{n} ({len(c.conversation)} turns)" for n, c in session.chats.items()) or "none yet"
     print(f"models: {names} · conversations: {chats}")
-    print(f"load: {_known(lambda: _load(connection.client.metrics()))}")
+    for line in _load_lines(connection.client):
+        print(line)
     if session.embeddings is not None and session.embeddings.client is not connection.client:
         embeddings = session.embeddings
         print(f"embeddings: {embeddings.client.display_url} · model {embeddings.model or '?'} · "
@@ -189,8 +191,17 @@ def _health_line(connection: Connection) -> str:
     return f"health: {health} · vLLM version: {_known(lambda: client.version() or 'unknown (no /version)')}"
 
 
+def _load_lines(client: Client) -> list[str]:
+    """The load of the server, or of each replica behind a vLLM router."""
+    replicas = client.replicas()
+    if not replicas:
+        return [f"load: {_known(lambda: _load(client.metrics()))}"]
+    return [f"load of replica {redact_url(url)}: {_known(lambda url=url: _load(client.metrics(url)))}"
+            for url in replicas]
+
+
 def _load(samples: list[tuple[str, dict[str, str], float]]) -> str:
-    """The server's load from its /metrics, summed over engines (and replicas behind a router)."""
+    """A server's load from its /metrics, summed over its engines."""
     def total(name: str) -> float:
         return sum(value for metric, _, value in samples if metric == name)
 
@@ -199,13 +210,17 @@ def _load(samples: list[tuple[str, dict[str, str], float]]) -> str:
             f"KV cache {kv:.0%} · {total('vllm:generation_tokens_total'):,.0f} tokens generated")
 
 
-@command("metrics", "the server's vLLM metrics (/metrics), as a DataFrame")
+@command("metrics", "the server's vLLM metrics (/metrics), as a DataFrame (per replica behind a router)")
 def metrics(magics: VLLMMagics, args: argparse.Namespace) -> Any:  # -> pandas.DataFrame
     import pandas as pd
 
-    samples = magics.session.current_connection().client.metrics()
-    return pd.DataFrame([{"metric": name, "labels": ", ".join(f"{k}={v}" for k, v in labels.items()), "value": value}
-                         for name, labels, value in samples], columns=["metric", "labels", "value"])
+    client = magics.session.current_connection().client
+    replicas = client.replicas()
+    rows = [{"replica": replica, "metric": name, "labels": ", ".join(f"{k}={v}" for k, v in labels.items()),
+             "value": value}
+            for replica in replicas or [None] for name, labels, value in client.metrics(replica)]
+    columns = ["replica", "metric", "labels", "value"] if replicas else ["metric", "labels", "value"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _known(ask: Callable[[], str]) -> str:
