@@ -259,6 +259,7 @@ class _Job:
                     vector = np.frombuffer(base64.b64decode(raw), "<f4")
                 else:
                     vector = np.asarray(raw, dtype=np.float32)
+                self._check_width(len(vector))
                 self._matrix(len(vector))[self.plan.rows[batch.start + item["index"]]] = vector
         except (KeyError, TypeError, ValueError, IndexError, binascii.Error) as exc:
             raise errors.ServerError(
@@ -278,6 +279,18 @@ class _Job:
                     raise
                 self._encoding = "float"
         return client.embeddings({**body, "encoding_format": "float"})
+
+    def _check_width(self, dims: int) -> None:
+        """Some servers (llama.cpp's) ignore ``dimensions`` and return whole vectors: never silently."""
+        asked = self.body.get("dimensions")
+        if asked is not None and dims != asked:
+            raise errors.UnexpectedResponse(
+                f"The server at {self.client.display_url} returned vectors of {dims} numbers, not the {asked} "
+                "asked for: it ignores `dimensions`.",
+                "Drop `--dimensions` (Python: `dimensions=`) and keep the first columns yourself if the model is "
+                f"a Matryoshka model (`vectors.iloc[:, :{asked}]`, then normalise), or use a server that honours "
+                "it (vLLM does).",
+            )
 
     def _matrix(self, dims: int) -> Any:
         if self.matrix is None:

@@ -410,3 +410,13 @@ def test_a_widget_progress_bar_in_a_kernel(server: LoopbackServer) -> None:
     state = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     labels = [m["state"].get("value") for m in state.values() if m["model_name"] == "LabelModel"]
     assert any(str(label).startswith("4/4 batches · 40 texts in") for label in labels)
+
+
+def test_dimensions_a_server_ignores_are_an_error_not_wider_vectors() -> None:
+    with LoopbackServer(models=(), embedding_models=(MODEL,), profile="llama.cpp") as llama:
+        with pytest.raises(errors.UnexpectedResponse) as info:
+            embed(["hi"], base_url=llama.base_url, dimensions=64)
+        assert sent(llama)[-1]["dimensions"] == 64
+    message = str(info.value)
+    assert "returned vectors of 384 numbers, not the 64 asked for: it ignores `dimensions`" in message
+    assert "Drop `--dimensions`" in message
