@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up this checkout on a fresh machine: the dev virtualenv (.venv) with the package and its test
 # tools, and with --all also Chromium (for the browser tests) and the real vLLM server environment
-# with its tiny models (cached under ~/.cache/vllm_magic, keyed by the lock file's hash).
+# with its tiny models, vllm-router and LiteLLM's proxy (cached under ~/.cache/vllm_magic, keyed by their
+# lock files' hashes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,7 @@ fi
 
 if [ "${1:-}" = "--all" ] || [ "${1:-}" = "--vllm" ]; then
     .venv/bin/python scripts/vllm_env.py ensure
+    .venv/bin/python scripts/reach_env.py ensure
 fi
 if [ "${1:-}" = "--all" ]; then
     bash scripts/install_browser.sh

