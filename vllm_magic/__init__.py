@@ -1,7 +1,9 @@
 """vllm_magic: talk to a vLLM (or any OpenAI-compatible) server from Jupyter.
 
 In a notebook: ``%load_ext vllm_magic``, then ``%%chat`` cells and ``%vllm`` commands.
-In Python: ``Chat(base_url).ask("hi")``, ``models(base_url)``, ``embed(texts)``, ``ask_each(df, "... {column}")``.
+In Python: ``Chat(base_url).ask("hi")``, ``models(base_url)``, ``embed(texts)``, ``ask_each(df, "... {column}")``,
+``complete("def fib(n):", max_tokens=64)`` (a base model continues a prompt),
+and ``@tool`` for functions the model may call (``chat.ask("...", tools=[f])``).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from .errors import VLLMError
 from .messages import Message
 from .response import Response, drive
 from .session import Session
+from .tools import tool
 
 __all__ = [
     "Chat", "Client", "Connection", "Conversation", "MapStopped", "Message", "Response", "Session", "Turn",
-    "VLLMError", "Written", "ask_each", "drive", "embed", "models", "load_ipython_extension",
+    "VLLMError", "Written", "ask_each", "complete", "drive", "embed", "models", "load_ipython_extension", "tool",
 ]
 __version__ = "0.1.0"
 
@@ -37,6 +40,16 @@ def __getattr__(name: str) -> Any:
 def models(base_url: str | None = None, api_key: str | None = None) -> list[dict[str, Any]]:
     """The models a server serves (``/v1/models`` entries: id, max_model_len, root, parent...)."""
     return Connection(base_url, api_key=api_key).models()
+
+
+def complete(prompt: str, *, base_url: str | None = None, api_key: str | None = None, model: str | None = None,
+             timeout: float = 120.0, **params: Any) -> str:
+    """A base model's continuation of ``prompt`` (``/v1/completions``), as text.
+
+    The server is ``base_url`` (else VLLM_BASE_URL) with ``api_key`` (else VLLM_API_KEY); ``params`` as for
+    :meth:`Chat.complete` (``max_tokens``, ``stop``, ``echo``...), which also streams it and tells its usage.
+    """
+    return Chat(base_url, model, api_key=api_key, timeout=timeout).complete(prompt, **params).text()
 
 
 def load_ipython_extension(ipython: Any) -> None:

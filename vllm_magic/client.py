@@ -28,6 +28,7 @@ RETRY_STATUSES = frozenset({429, 503})
 _PROMETHEUS_SAMPLE = re.compile(r"^(vllm:[\w:]+)(?:\{([^}]*)\})?\s+(\S+)", re.MULTILINE)
 _PROMETHEUS_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"  # a base model continues a prompt: no chat template, no messages
 
 
 class Pacing:
@@ -252,13 +253,14 @@ class Client:
                                     follow_redirects=True, limits=limits, verify=self._tls), self.root_url,
                        self._http.headers)
 
-    def stream_chat(self, body: dict[str, Any]) -> Iterator[Event]:
-        """Stream ``/v1/chat/completions``; yields events until the answer ends.
+    def stream_chat(self, body: dict[str, Any], path: str = CHAT_PATH) -> Iterator[Event]:
+        """Stream ``path`` (chat, or :data:`COMPLETIONS_PATH` for a completion); yields events until
+        the answer ends.
 
         Closing the iterator (or an exception such as KeyboardInterrupt inside it) closes the
         response and its connection at once, so vLLM aborts the request and frees its slot.
         """
-        request = self._http.build_request("POST", self._url(CHAT_PATH), json=_streaming(body))
+        request = self._http.build_request("POST", self._url(path), json=_streaming(body))
         response = self._send(request, stream=True, model=body.get("model"))
         stream = ChatStream()
         try:
@@ -273,14 +275,14 @@ class Client:
         if not stream.complete:
             raise self._stream_cut(stream.why_incomplete)
 
-    async def astream_chat(self, body: dict[str, Any]) -> AsyncIterator[Event]:
+    async def astream_chat(self, body: dict[str, Any], path: str = CHAT_PATH) -> AsyncIterator[Event]:
         """:meth:`stream_chat` on the running event loop, so a kernel stays responsive meanwhile.
 
         Cancelling the task that iterates it closes the connection, as closing does for the sync
         stream.
         """
         http = self._async_http()
-        request = http.build_request("POST", self._url(CHAT_PATH), json=_streaming(body))
+        request = http.build_request("POST", self._url(path), json=_streaming(body))
         response = await self._asend(http, request, model=body.get("model"))
         stream = ChatStream()
         try:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .messages import Message, message_from_dict
+from .images import without_data
+from .messages import Message, Text, message_from_dict
 
 FORMAT = "vllm_magic.conversation/2"
 FORMAT_V1 = "vllm_magic.conversation/1"
@@ -58,6 +59,11 @@ class Turn:
     ttft: float | None = None
     seconds: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    token_logprobs: list[dict[str, Any]] | None = None
+    """Each answer token with its logprob and the top alternatives' (``logprobs: true``); see :attr:`logprobs`."""
+    samples: list[str] | None = None
+    """Every sample's text when several were asked for (``n`` > 1); the answer is sample :attr:`picked`."""
+    picked: int = 0
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @classmethod
@@ -84,6 +90,32 @@ class Turn:
         """A structured answer's parsed value (see :mod:`.structured`), else None."""
         answers = [m for m in self.replies if m.role == "assistant"]
         return answers[-1].value if answers else None
+
+    @property
+    def logprobs(self):  # -> pandas.DataFrame | None
+        """The answer's tokens as a DataFrame: token, logprob, probability, and the alternatives
+        (``[(token, probability), ...]``); None when logprobs were not asked for."""
+        if not self.token_logprobs:
+            return None
+        import math
+
+        import pandas as pd
+
+        return pd.DataFrame([{"token": e["token"], "logprob": e["logprob"], "probability": math.exp(e["logprob"]),
+                              "alternatives": [(t, math.exp(lp)) for t, lp in e["top"]]}
+                             for e in self.token_logprobs])
+
+    def pick(self, index: int) -> None:
+        """Keep sample ``index`` as the answer (the conversation goes on from it)."""
+        if not self.samples:
+            raise ConfigError("The turn has one answer, not several samples.", hint="no_samples")
+        if not 0 <= index < len(self.samples):
+            raise ConfigError(f"There are {len(self.samples)} samples, numbered 0 to {len(self.samples) - 1}; "
+                              f"not {index}.", hint="no_samples")
+        kept = self.replies[-1]
+        self.replies[-1] = Message(kept.role, [*(p for p in kept.parts if not isinstance(p, Text)),
+                                               Text(self.samples[index])])
+        self.picked = index
 
     @property
     def complete(self) -> bool:
@@ -114,9 +146,10 @@ class Turn:
     def messages(self, send_reasoning: bool = False) -> list[dict[str, Any]]:
         return [m.to_wire(send_reasoning) for m in (self.user, *self.replies)]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, image_data: bool = True) -> dict[str, Any]:
+        """The turn as saved; without ``image_data`` each image sent as data keeps only its hash and size."""
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        data["user"] = self.user.to_dict()
+        data["user"] = (self.user if image_data else without_data(self.user)).to_dict()
         data["replies"] = [m.to_dict() for m in self.replies]
         data["status"] = self.status.value
         return data
@@ -209,13 +242,17 @@ class Conversation:
 
     # -- persistence: plain JSON, never a key or URL ---------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, image_data: bool = True) -> dict[str, Any]:
         return {"format": FORMAT, "name": self.name, "system": self.system,
-                "turns": [t.to_dict() for t in self.turns]}
+                "turns": [t.to_dict(image_data) for t in self.turns]}
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, image_data: bool = True) -> Path:
+        """Write the conversation as JSON. Images sent as data are saved whole (their ``data:`` URL)
+        unless ``image_data`` is False: then only their media type, SHA-256, size in bytes and pixels
+        (an :class:`~vllm_magic.messages.ImageRef`, shown but never sent again). URLs are kept."""
         path = Path(path).expanduser()
-        path.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(self.to_dict(image_data), indent=1, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
         return path
 
     @classmethod

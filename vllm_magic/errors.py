@@ -47,6 +47,11 @@ PYTHON_FIXES: dict[str, str] = {
     "stream_cut": "The partial answer is kept, marked incomplete; `chat.retry()` asks again. If this repeats, "
                   "check the server's log (it may have restarted or run out of memory).",
     "retry": "`chat.retry()` asks again.",
+    "cut_not_recorded": "The partial text is in the response's `.turn`, marked incomplete (nothing was recorded in "
+                        "the conversation); ask again. If this repeats, check the server's log.",
+    "prompt_too_long": "Send a shorter prompt, or use a model with a longer context.",
+    "no_completions_endpoint": "Ask it as chat instead (`chat.ask(prompt)`), or use a vLLM server, which serves "
+                               "completions for every text-generation model.",
     "ask_again": "Ask again when ready.",
     "embed_input": "Pass one of those, e.g. `embed(df.text)` or `embed(list(texts))`.",
     "no_embeddings_endpoint": "Serve an embedding model (`vllm serve MODEL --runner pooling`) and send "
@@ -61,6 +66,15 @@ PYTHON_FIXES: dict[str, str] = {
     "name_value": "Write parameters as `name=value` pairs.",
     "reserved_model": "Choose the model with `Chat(url, model=NAME)` or `chat.ask(..., model=NAME)`.",
     "not_a_conversation": "Load a file written by `Conversation.save()`.",
+    "image_input": "Pass a PIL image, a matplotlib Figure, a numpy array (HxW, HxWx3 or HxWx4; uint8, or floats in "
+                   "0..1), image file bytes, a file path or an http(s) URL in `images=[...]`.",
+    "image_path": "Check the path; a relative one starts in the working directory (`os.getcwd()`).",
+    "bad_image": "Pass a PNG, JPEG, WebP, GIF or another format Pillow reads.",
+    "no_pillow": "Install it with `pip install pillow` (or `pip install 'vllm_magic[images]'`); URLs need no Pillow.",
+    "no_plot": "Draw one first (`plt.plot(...)`), or pass the Figure itself: `images=[fig]`.",
+    "no_image_input": "Ask without `images=`, or serve a model that takes images (e.g. `vllm serve "
+                      "Qwen/Qwen2.5-VL-3B-Instruct`) and use it: `Chat(URL, model=NAME)`. If an earlier turn holds "
+                      "the image, `chat.undo()` or `chat.reset()` drops it.",
     "map_option": "Pass e.g. `{name}={example}`.",
     "map_input": "Pass a list of str, a Series (`ask_each(df.text, \"... {{}}\")`) or a DataFrame "
                  "(`ask_each(df, \"... {{column}}\")`).",
@@ -81,6 +95,8 @@ PYTHON_FIXES: dict[str, str] = {
     "tool_name": "Name it with `@tool(name=\"lookup\")` or `describe(fn, name=\"lookup\")`.",
     "unknown_tool": "Available: {available}. Define the function first, or register one with `@tool`.",
     "duplicate_tool": "Give one of them another name with `@tool(name=...)`.",
+    "no_samples": "Ask for several with `chat.ask(prompt, n=3, seed=1)`, then `turn.pick(I)`.",
+    "tool_choice": "Pass `tool_choice=` auto, required, none, json or a tool's name, and `max_rounds=` of 1 or more.",
 }
 """How a Python script is told to fix each hinted error."""
 
@@ -264,6 +280,11 @@ def from_response(response: httpx.Response, *, model: str | None, where: str) ->
             "Check that the URL points at a vLLM or OpenAI-compatible server and that this server "
             "runs a model of the right kind (a chat model for chat, a pooling model for embeddings).",
             **kw,
+        )
+    if status == 400 and "is not a multimodal model" in said:
+        return BadRequestError(
+            f"{model or 'The model'} takes no image input, and the request holds an image. {quoted}.",
+            hint="no_image_input", **kw,
         )
     if status == 400 and ("maximum context length" in said or "input_tokens" in said):
         return ContextLengthError(

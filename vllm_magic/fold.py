@@ -8,7 +8,7 @@ from typing import Any
 from . import errors
 from .conversation import Status, Turn
 from .messages import Message, Part, Reasoning, Text, ToolCall
-from .stream import Event, Finish, ReasoningDelta, ServerError, TextDelta, ToolCallDelta, Usage
+from .stream import Event, Finish, Logprobs, ReasoningDelta, Sample, ServerError, TextDelta, ToolCallDelta, Usage
 
 
 class Fold:
@@ -17,7 +17,7 @@ class Fold:
     Runs once per streamed token, so :meth:`take` dispatches on the event's exact type.
     """
 
-    __slots__ = ("text", "reasoning", "calls", "finish", "usage", "ttft", "started", "pieces")
+    __slots__ = ("text", "reasoning", "calls", "finish", "usage", "ttft", "started", "pieces", "logprobs", "samples")
 
     def __init__(self) -> None:
         self.text: list[str] = []
@@ -28,6 +28,8 @@ class Fold:
         self.ttft: float | None = None
         self.started = time.perf_counter()
         self.pieces = 0  # content, reasoning and tool-call deltas: about one token each
+        self.logprobs: list[dict[str, Any]] = []
+        self.samples: dict[int, list[str]] = {}  # the other samples' pieces (n > 1), by index
 
     def take(self, event: Event) -> None:
         kind = type(event)
@@ -45,6 +47,10 @@ class Fold:
             self.finish = event  # type: ignore[assignment]
         elif kind is Usage:
             self.usage = event  # type: ignore[assignment]
+        elif kind is Logprobs:
+            self.logprobs += event.entries  # type: ignore[union-attr]
+        elif kind is Sample:
+            self.samples.setdefault(event.index, []).append(event.text)  # type: ignore[union-attr]
         elif kind is ServerError:
             kept = "the partial answer is kept, marked incomplete" if self.pieces else "nothing was recorded"
             said = event.message  # type: ignore[union-attr]
@@ -82,4 +88,13 @@ class Fold:
             reasoning_tokens=usage.reasoning_tokens if usage else None,
             usage_estimated=usage is None,
             ttft=self.ttft, seconds=time.perf_counter() - self.started, params=params,
+            token_logprobs=[_compact(entry) for entry in self.logprobs] or None,
+            samples=["".join(self.text), *("".join(self.samples[i]) for i in sorted(self.samples))] if self.samples
+            else None,
         )
+
+
+def _compact(entry: dict[str, Any]) -> dict[str, Any]:
+    """A token's log-probability as kept: the token, its logprob and the alternatives' (no bytes)."""
+    return {"token": entry.get("token", ""), "logprob": entry.get("logprob"),
+            "top": [[alt.get("token", ""), alt.get("logprob")] for alt in entry.get("top_logprobs") or ()]}

@@ -28,6 +28,20 @@ class Image:
     url: str
     """An http(s) URL or a ``data:`` URL."""
     detail: str | None = None
+    width: int | None = None
+    height: int | None = None
+    """The pixels sent, when known (images made by :mod:`.images`)."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image saved without its data (see ``Conversation.save``): what it was, never sent again."""
+
+    media_type: str
+    sha256: str
+    bytes: int
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,11 @@ class ToolCall:
 class ToolResult:
     call_id: str
     content: str
+    """What the model is sent: the result summarised, or ``Error: ...``."""
+    value: Any = field(default=None, compare=False, repr=False)
+    """The function's whole return value (kept in memory, not saved)."""
+    error: str | None = None
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,8 +71,9 @@ class JSON:
     value: Any = None
 
 
-Part = Union[Text, Reasoning, Image, ToolCall, ToolResult, JSON]
-PART_TYPES: dict[str, type] = {cls.__name__: cls for cls in (Text, Reasoning, Image, ToolCall, ToolResult, JSON)}
+Part = Union[Text, Reasoning, Image, ImageRef, ToolCall, ToolResult, JSON]
+PART_TYPES: dict[str, type] = {cls.__name__: cls for cls in (Text, Reasoning, Image, ImageRef, ToolCall, ToolResult,
+                                                             JSON)}
 
 
 @dataclass
@@ -74,6 +94,11 @@ class Message:
     @property
     def reasoning(self) -> str:
         return "".join(p.text for p in self.parts if isinstance(p, Reasoning))
+
+    @property
+    def images(self) -> list[Image | ImageRef]:
+        """The message's images: those sent, and those a saved conversation kept only a reference of."""
+        return [p for p in self.parts if isinstance(p, (Image, ImageRef))]
 
     def to_wire(self, send_reasoning: bool = False) -> dict[str, Any]:
         """The message as the chat completions API takes it."""
@@ -113,6 +138,8 @@ def _part_dict(part: Part) -> dict[str, Any]:
         from .structured import plain
 
         return {"type": "JSON", "text": part.text, "value": plain(part.value)}
+    if isinstance(part, ToolResult):  # its value is any Python object: the summary in content is saved
+        return {"type": "ToolResult", **{f.name: getattr(part, f.name) for f in fields(part) if f.name != "value"}}
     return {"type": type(part).__name__, **asdict(part)}
 
 

@@ -39,6 +39,11 @@ NOTEBOOK_FIXES: dict[str, str] = {
     "stream_cut": "The partial answer is kept, marked incomplete; `%vllm retry` asks again. If this repeats, "
                   "check the server's log (it may have restarted or run out of memory).",
     "retry": "`%vllm retry` asks again.",
+    "cut_not_recorded": "The partial text is shown above, marked incomplete (nothing was added to the "
+                        "conversation); run the cell again. If this repeats, check the server's log.",
+    "prompt_too_long": "Shorten the cell's prompt, or use a model with a longer context (`%%vllm complete -m NAME`).",
+    "no_completions_endpoint": "Use a `%%chat` cell instead, or connect to a vLLM server (`%vllm connect URL`), "
+                               "which serves completions for every text-generation model.",
     "ask_again": "Run the cell again when ready.",
     "embed_input": "Pass one of those, e.g. `%vllm embed df.text`.",
     "no_embeddings_endpoint": "Serve an embedding model (`vllm serve MODEL --runner pooling`) and send "
@@ -55,6 +60,18 @@ NOTEBOOK_FIXES: dict[str, str] = {
     "name_value": "Write parameters as `%vllm params temperature=0.7 max_tokens=256`.",
     "reserved_model": "Choose the model with `--model NAME` or `%vllm connect URL --model NAME`.",
     "not_a_conversation": "Load a file written by `%vllm save PATH`.",
+    "image_input": "Give `--image` a PIL image, a matplotlib Figure, a numpy array (HxW, HxWx3 or HxWx4; uint8, or "
+                   "floats in 0..1), image file bytes, a file path or an http(s) URL; `--plot` sends the current figure.",
+    "image_expr": "Define it in a cell run before this one; a file path or URL may be written as it is "
+                  "(`--image photo.jpg`, `--image \"my photo.jpg\"`).",
+    "image_path": "Check the path given to `--image`; a relative one starts in the notebook's working directory "
+                  "(`%pwd` shows it).",
+    "bad_image": "Give `--image` a PNG, JPEG, WebP, GIF or another format Pillow reads.",
+    "no_pillow": "`%pip install pillow` installs it into this kernel; URLs need no Pillow.",
+    "no_plot": "Draw one in a cell run before this one, or name the figure: `--image fig`.",
+    "no_image_input": "Run the cell without `--image` / `--plot`, or serve a model that takes images (e.g. `vllm serve "
+                      "Qwen/Qwen2.5-VL-3B-Instruct`) and `%vllm connect URL --model NAME`. If an earlier turn holds "
+                      "the image, `%vllm undo` or `%vllm reset` drops it.",
     "map_option": "Use e.g. `{flag}`.",
     "map_input": "Pass a list of str, a Series (`%vllm map df.text \"... {{}}\"`) or a DataFrame "
                  "(`%vllm map df \"... {{column}}\"`).",
@@ -77,4 +94,6 @@ NOTEBOOK_FIXES: dict[str, str] = {
     "unknown_tool": "Available: {available}. Define the function in a cell run before this one (or register "
                     "it with `@tool`), then `%%chat --tools f,g`.",
     "duplicate_tool": "Give one of them another name with `@tool(name=...)`, then name both in `%%chat --tools f,g`.",
+    "no_samples": "Ask for several with `%%chat --n 3 --seed 1`, then `%vllm pick I`.",
+    "tool_choice": "Use `--tool-choice` auto, required, none, json or a tool's name, and `--max-rounds` of 1 or more.",
 }

@@ -20,7 +20,7 @@ from . import errors
 from .conversation import Turn
 from .notebook_fixes import NOTEBOOK_FIXES
 from .params import parse_value
-from .render import CSS, answer_html, footer_text, markdown_to_html
+from .render import CSS, answer_html, footer_text, user_html
 from .response import adrive
 from .sinks import CellSink
 
@@ -161,7 +161,7 @@ class ChatPanel:
     async def _stream(self, response: Response) -> None:
         answer = widgets.VBox()
         answer.add_class("vm-live")
-        self._live = widgets.VBox([widgets.HTML(f'<div class="vm-user">{markdown_to_html(response.prompt)}</div>'), answer])
+        self._live = widgets.VBox([widgets.HTML(f'<div class="vm-user">{user_html(response.user)}</div>'), answer])
         sink = CellSink(rate=self._session.render_rate, publish=self._publish,
                         show_reasoning=self._session.show_reasoning)
         self.refresh()
@@ -215,7 +215,7 @@ class ChatPanel:
         view = self._turn_views.get(id(turn))
         if view is None:
             view = widgets.HTML(
-                f'<div class="vllm-magic"><div class="vm-user">{markdown_to_html(turn.prompt)}</div>'
+                f'<div class="vllm-magic"><div class="vm-user">{user_html(turn.user)}</div>'
                 f'<div class="vm-assistant">{answer_html(turn, self._session.show_reasoning)}</div></div>'
             )
         return view

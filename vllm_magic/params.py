@@ -40,17 +40,19 @@ KNOWN: dict[str, Spec] = {
     "presence_penalty": Spec(float, _number(-2, 2), "a number in [-2, 2]"),
     "frequency_penalty": Spec(float, _number(-2, 2), "a number in [-2, 2]"),
     "repetition_penalty": Spec(float, _number(0, lo_open=True), "a number > 0 (1 means none)"),
+    "n": Spec(int, _number(1), "an integer >= 1 (several samples: the first is kept, `%vllm pick I` keeps another)"),
+    "logprobs": Spec(bool, lambda v: True, "true or false"),
+    "top_logprobs": Spec(int, _number(0, 20), "an integer in [0, 20]"),
 }
 
 # Keys the engine owns: setting them as params would break the conversation or the stream.
 RESERVED = {
-    "n": "`n` > 1 asks for several answers per turn, and a conversation keeps one.",
     "stream": "streaming is always on (it is how answers reach the notebook).",
     "stream_options": "usage reporting is always requested.",
     "messages": "the conversation supplies the messages.",
     "model": "the model is chosen apart from the sampling parameters.",
 }
-RESERVED_HINTS = {"n": "retry", "model": "reserved_model"}
+RESERVED_HINTS = {"model": "reserved_model"}
 
 
 GUIDED = {"guided_json": "json", "guided_choice": "choice", "guided_regex": "regex", "guided_grammar": "grammar"}
@@ -112,8 +114,6 @@ def validate(params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     extras: list[str] = []
     for name, value in params.items():
         if name in RESERVED:
-            if name == "n" and value in (1, None):
-                continue
             raise ParamError(f"The parameter `{name}` cannot be set here: {RESERVED[name]}",
                              hint=RESERVED_HINTS.get(name))
         spec = KNOWN.get(name)
@@ -135,6 +135,8 @@ def _coerce(name: str, value: Any, spec: Spec) -> Any:
             converted = None
         else:
             converted = list(converted)
+    elif spec.kind is bool:
+        converted = value if isinstance(value, bool) else None
     elif isinstance(value, bool):
         converted = None
     elif spec.kind is int and isinstance(value, int):
@@ -157,6 +159,9 @@ def _example(name: str) -> str:
         "min_p": "0.05",
         "max_tokens": "512",
         "seed": "42",
+        "n": "3",
+        "logprobs": "True",
+        "top_logprobs": "5",
         "stop": '\'["\\n\\n"]\'',
         "repetition_penalty": "1.1",
     }.get(name, "0")

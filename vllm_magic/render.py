@@ -14,12 +14,16 @@ budget, and shown as escaped text when the budget is spent.
 from __future__ import annotations
 
 import html
+import math
 import re
 from functools import lru_cache
+from typing import Any
 
 from markdown_it import MarkdownIt
 
 from .conversation import Conversation, Turn
+from .images import describe
+from .messages import Image, Message, ToolCall, ToolResult
 
 CSS = """<style>
 .vllm-magic{line-height:1.5}
@@ -27,6 +31,14 @@ CSS = """<style>
 .vllm-magic .vm-thinking{color:var(--jp-ui-font-color2,#777);margin:.2em 0 .5em}
 .vllm-magic .vm-thinking summary{cursor:pointer;font-size:.9em}
 .vllm-magic .vm-thinking-text{white-space:pre-wrap;font-size:.9em;border-left:2px solid var(--jp-border-color2,#ddd);padding-left:.6em}
+.vllm-magic .vm-logprobs{margin:.4em 0;line-height:1.9;white-space:pre-wrap}
+.vllm-magic .vm-lp{position:relative;border-radius:2px;cursor:help}
+.vllm-magic .vm-lp:hover::after{content:attr(data-top);position:absolute;left:0;top:1.6em;z-index:10;white-space:pre;background:var(--jp-layout-color0,#fff);color:var(--jp-ui-font-color0,#000);border:1px solid var(--jp-border-color1,#bbb);padding:.2em .4em;font-size:.85em}
+.vllm-magic .vm-samples{display:grid;gap:.8em}
+.vllm-magic .vm-samples>div{border:1px solid var(--jp-border-color2,#ddd);border-radius:4px;padding:.2em .6em;overflow:auto}
+.vllm-magic .vm-tool{border:1px solid var(--jp-border-color2,#ddd);border-radius:4px;padding:.2em .6em;margin:.3em 0;font-size:.9em}
+.vllm-magic .vm-tool summary{cursor:pointer}
+.vllm-magic .vm-tool pre{margin:.3em 0;white-space:pre-wrap;max-height:20em;overflow:auto}
 .vllm-magic-footer{color:var(--jp-ui-font-color2,#777);font-size:.85em;margin-top:.3em}
 .vllm-magic-footer .vm-warn{color:var(--jp-warn-color0,#b58900)}
 .vllm-magic .highlight .k,.vllm-magic .highlight .kn,.vllm-magic .highlight .kd,.vllm-magic .highlight .kc,
@@ -209,6 +221,64 @@ def thinking_html(reasoning: str, streaming: bool, tokens: int | None = None) ->
             f'<div class="vm-thinking-text">{html.escape(reasoning.strip())}</div></details>')
 
 
+def logprobs_html(entries: list[dict[str, Any]]) -> str:
+    """The answer token by token, each shaded by how unlikely it was (the less likely, the warmer);
+    hovering a token shows its probability and the alternatives the model weighed."""
+    spans = []
+    for entry in entries:
+        p = math.exp(entry["logprob"]) if entry["logprob"] is not None else 1.0
+        top = "\n".join(f"{alt!r}: {math.exp(lp):.1%}" for alt, lp in entry["top"] if lp is not None)
+        spans.append(f'<span class="vm-lp" style="background:rgba(255,140,0,{0.75 * (1 - p):.2f})" '
+                     f'data-top="{html.escape(f"p = {p:.1%}" + (chr(10) + top if top else ""))}">'
+                     f"{html.escape(entry['token'])}</span>")
+    return f'<div class="vm-logprobs">{"".join(spans)}</div>'
+
+
+def samples_html(turn: Turn) -> str:
+    """Every sample side by side, the kept one marked; ``%vllm pick I`` keeps another."""
+    columns = []
+    for index, text in enumerate(turn.samples or ()):
+        kept = " (kept)" if index == turn.picked else ""
+        columns.append(f"<div><h5>Sample {index}{kept}</h5>{markdown_to_html(text)}</div>")
+    style = f"grid-template-columns:repeat({min(len(columns), 3)},1fr)"
+    return f'<div class="vm-samples" style="{style}">{"".join(columns)}</div>'
+
+
+def extras_html(turn: Turn) -> str:
+    """What a turn shows beyond its answer: the samples, the tokens' probabilities."""
+    return (samples_html(turn) if turn.samples else "") + (logprobs_html(turn.token_logprobs)
+                                                           if turn.token_logprobs else "")
+
+
+def tool_card_html(call: ToolCall, result: ToolResult | None) -> str:
+    """One tool call as a collapsible card: name and arguments, then the result or the error and
+    the time; ``result`` None while it runs."""
+    if result is None:
+        state = "running\u2026"
+    elif result.error is not None:
+        state = f'<span class="vm-warn">\u26a0 {html.escape(result.error)}</span>'
+    else:
+        state = f"done in {result.seconds or 0:.2f} s"
+    shown = result.content if result is not None and result.error is None else ""
+    return (f'<details class="vm-tool"><summary>\U0001f527 <code>{html.escape(call.name)}</code> \u00b7 {state}</summary>'
+            f"<div>arguments</div><pre>{html.escape(call.arguments)}</pre>"
+            + (f"<div>result</div><pre>{html.escape(shown)}</pre>" if shown else "") + "</details>")
+
+
+def tool_card_text(call: ToolCall, result: ToolResult) -> str:
+    """``[tool] weather({"city": "Paris"}) -> {"temp": 18} (0.01 s)``, cut to a line's worth."""
+    outcome = f"error: {result.error}" if result.error is not None else result.content
+    line = f"[tool] {call.name}({call.arguments}) -> {outcome}"
+    return (line if len(line) <= 300 else line[:299] + "\u2026") + f" ({result.seconds or 0:.2f} s)"
+
+
+def tool_cards_html(turn: Turn) -> str:
+    """The cards of a recorded turn's tool calls, each with its result."""
+    results = {p.call_id: p for m in turn.replies for p in m.parts if isinstance(p, ToolResult)}
+    return "".join(tool_card_html(p, results.get(p.id)) for m in turn.replies for p in m.parts
+                   if isinstance(p, ToolCall))
+
+
 def ending(turn: Turn) -> str:
     if turn.status == "interrupted":
         return "\u26a0 interrupted: partial answer kept"
@@ -229,9 +299,39 @@ def footer_html(turn: Turn) -> str:
 
 
 def answer_html(turn: Turn, show_reasoning: bool = True) -> str:
-    """A recorded answer: its reasoning folded away, the rendered text, the footer."""
+    """A recorded answer: its reasoning folded away, its tool calls as cards, the rendered text, the footer."""
     thinking = thinking_html(turn.reasoning, False, turn.reasoning_tokens) if show_reasoning and turn.reasoning else ""
-    return thinking + markdown_to_html(turn.text) + footer_html(turn)
+    return thinking + tool_cards_html(turn) + markdown_to_html(turn.text) + footer_html(turn) + extras_html(turn)
+
+
+THUMBNAIL_STYLE = ("max-height:96px;max-width:160px;margin:.2em .4em .2em 0;vertical-align:top;"
+                   "border:1px solid var(--jp-border-color2,#ddd);border-radius:3px")
+_SHOWN_URLS = ("data:image/", "http://", "https://")
+
+
+def images_html(message: Message) -> str:
+    """Thumbnails of a message's images ("" when it has none); a reference (saved without its pixels)
+    or a URL of another scheme shows as its description."""
+    thumbnails = []
+    for part in message.images:
+        label = html.escape(describe(part))
+        if isinstance(part, Image) and part.url.startswith(_SHOWN_URLS):
+            thumbnails.append(f'<img src="{html.escape(part.url)}" alt="{label}" title="{label}" '
+                              f'style="{THUMBNAIL_STYLE}">')
+        else:
+            thumbnails.append(f'<span style="{THUMBNAIL_STYLE};display:inline-block;padding:.2em .4em">'
+                              f'\U0001f5bc {label}</span>')
+    return f'<div class="vm-images">{"".join(thumbnails)}</div>' if thumbnails else ""
+
+
+def image_lines(message: Message) -> list[str]:
+    """``[image: image/png 640x480, 35 KB]`` per image, for plain-text views."""
+    return [f"[image: {describe(part)}]" for part in message.images]
+
+
+def user_html(message: Message) -> str:
+    """The user's turn: its images as thumbnails, then its text rendered."""
+    return images_html(message) + markdown_to_html(message.text)
 
 
 def conversation_html(conversation: Conversation) -> str:
@@ -242,7 +342,7 @@ def conversation_html(conversation: Conversation) -> str:
     if not conversation.turns:
         parts.append("<p><em>No turns yet.</em></p>")
     for number, turn in enumerate(conversation.turns, 1):
-        parts.append(f"<h4>{number}. You</h4>{markdown_to_html(turn.prompt)}")
+        parts.append(f"<h4>{number}. You</h4>{user_html(turn.user)}")
         parts.append(f"<h4>{number}. {html.escape(turn.model)}</h4>{answer_html(turn)}")
     parts.append("</div>")
     return "".join(parts)
@@ -253,6 +353,6 @@ def conversation_text(conversation: Conversation) -> str:
     if not conversation.turns:
         lines.append("No turns yet.")
     for number, turn in enumerate(conversation.turns, 1):
-        lines += [f"--- {number}. You", turn.prompt, f"--- {number}. {turn.model}", turn.text,
-                  f"[{footer_text(turn)}]"]
+        lines += [f"--- {number}. You", *image_lines(turn.user), turn.prompt,
+                  f"--- {number}. {turn.model}", turn.text, f"[{footer_text(turn)}]"]
     return "\n".join(lines)

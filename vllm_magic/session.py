@@ -11,16 +11,19 @@ import getpass
 from collections.abc import Callable
 from typing import Any
 
-from traitlets import Bool, Dict, Float, HasTraits, Instance, Unicode, observe
+from traitlets import Bool, Dict, Float, HasTraits, Instance, Int, Unicode, observe
 
 from . import errors
 from .chat import Chat
 from .connection import Connection, env_api_key, env_base_url
 from .client import Client, normalize_base_url
 from .conversation import Conversation
+from .images import DEFAULT_MAX_SIDE
 from .params import validate
 
 DEFAULT = "default"
+CHAT_SETTINGS = ("send_reasoning", "image_max_side")
+"""Settings every conversation's :class:`Chat` follows."""
 
 AskKey = Callable[[str], str]
 """Asks the user for a key, given the prompt; raises :class:`errors.AuthError` where it cannot."""
@@ -54,6 +57,11 @@ class Session(HasTraits):
     render_rate = Float(15.0, help="Most display updates per second while an answer streams.")
     show_reasoning = Bool(True, help="Show the model's reasoning (a collapsible Thinking block).")
     send_reasoning = Bool(False, help="Send earlier turns' reasoning back to the server (as `reasoning`).")
+    image_max_side = Int(DEFAULT_MAX_SIDE, min=0,
+                         help="Images sent are shrunk so that their longer side is at most this many pixels "
+                              "(0: never shrunk).")
+    save_images = Bool(True, help="Saved conversations hold the images sent (as data URLs); False keeps only "
+                                  "each image's hash and size.")
 
     connection = Instance(Connection, allow_none=True)
     embeddings = Instance(Connection, allow_none=True, help="Set by connect(embeddings_url=...); None: the chat server.")
@@ -177,13 +185,14 @@ class Session(HasTraits):
         if name not in self.chats:
             self.chats[name] = Chat(connection=connection,
                                     conversation=Conversation(system=self.system_prompt, name=name))
-            self.chats[name].send_reasoning = self.send_reasoning
+            for setting in CHAT_SETTINGS:
+                setattr(self.chats[name], setting, getattr(self, setting))
         return self.chats[name]
 
-    @observe("send_reasoning")
-    def _send_reasoning_changed(self, change: dict[str, Any]) -> None:
+    @observe(*CHAT_SETTINGS)
+    def _chat_setting_changed(self, change: dict[str, Any]) -> None:
         for chat in self.chats.values():
-            chat.send_reasoning = change["new"]
+            setattr(chat, change["name"], change["new"])
 
     def existing_chat(self, name: str = DEFAULT) -> Chat:
         """A conversation that exists (the default one always does)."""

@@ -4,7 +4,8 @@ A sink (:class:`~vllm_magic.response.Sink`) gets ``start()``, ``on_event(event)`
 and ``close(turn)`` with the recorded turn (None if the request failed before any output); the one
 loop that feeds it is :func:`~vllm_magic.response.drive`. Sinks are the only code that paces
 updates: at most ``rate`` a second whatever the token rate, and the final render is always exact.
-Reasoning shows above the answer in a "Thinking" block, open while it streams.
+Reasoning shows above the answer in a "Thinking" block, open while it streams; each tool call as a
+card where it happened, between the texts of the requests around it.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from .render import (
     CURSOR,
     IncrementalMarkdown,
     append_inside,
+    extras_html,
     footer_html,
     footer_text,
     markdown_to_html,
     thinking_html,
+    tool_card_html,
+    tool_card_text,
 )
 from .stream import Event, ReasoningDelta, TextDelta
+from .toolloop import ToolCalled, ToolCalling, ToolEvent, ToolNote
 
 Bundle = dict[str, Any]
 Publish = Callable[[str, Bundle, bool], None]  # (display_id, mime bundle, is_update)
@@ -71,6 +76,8 @@ class CellSink:
         self._finished_seconds = 0.0  # time spent rendering finished blocks
         self._tail_seconds = 0.0  # time spent re-rendering the unfinished tail
         self._tail_html = ("", "")  # the tail as last rendered, and its HTML
+        self._segment = 0  # index in _slots of the first output of the text being written
+        self._cards: dict[str, str] = {}  # tool call id -> display id of its card
 
     def start(self) -> None:
         self._new_slot()
@@ -86,6 +93,9 @@ class CellSink:
             self._reasoning.append(event.text)  # type: ignore[union-attr]
             if self._thinking is None:
                 self._open_thinking()
+        elif kind is ToolCalling or kind is ToolCalled or kind is ToolNote:
+            self._tool(event)  # type: ignore[arg-type]
+            return
         else:
             return
         now = self._clock()
@@ -105,10 +115,14 @@ class CellSink:
         self._render(final=True, footer=turn)
         if self._markdown.needs_full_render:
             text = self._markdown.text
-            for display_id in self._slots[1:]:
+            for display_id in self._slots[self._segment + 1:]:
                 self._publish(display_id, {"text/plain": ""}, True)
-            self._slots[1:] = []
+            self._slots[self._segment + 1:] = []
             self._update(self._bundle(markdown_to_html(text) + footer_html(turn), text + "\n\n" + footer_text(turn)))
+        extras = extras_html(turn)
+        if extras:  # the samples side by side, the tokens' probabilities: an output of their own
+            self._new_slot()
+            self._update(self._bundle(extras, ""))
 
     def _render(self, final: bool, footer: Turn | None = None) -> None:
         finished = self._markdown.take_finished()
@@ -145,6 +159,29 @@ class CellSink:
         if rendered_text and tail.startswith(rendered_text):
             return rendered_html, html.escape(tail[len(rendered_text):]) + CURSOR
         return f"<p>{html.escape(tail)}</p>", CURSOR
+
+    def _tool(self, event: ToolEvent) -> None:
+        """A card per call, in the output where the text stood; the text goes on below it."""
+        if type(event) is ToolCalled:
+            call, result = event  # type: ignore[misc]
+            self._publish(self._cards[call.id], self._bundle(tool_card_html(call, result), tool_card_text(call, result)),
+                          True)
+            return
+        if self._markdown.text:  # what the model said before calling stays, rendered, above the card
+            self._render(final=True)
+            self._markdown = IncrementalMarkdown()
+            self._tail_html = ("", "")
+            self._new_slot()
+        if type(event) is ToolNote:
+            body, plain = f"<p><em>Note: {html.escape(event.text)}</em></p>", f"Note: {event.text}"  # type: ignore[union-attr]
+        else:
+            call = event.call  # type: ignore[union-attr]
+            body, plain = tool_card_html(call, None), f"[tool] {call.name}({call.arguments}) running"
+            self._cards[call.id] = self._slots[-1]
+        self._update(self._bundle(body, plain))
+        self._new_slot()
+        self._segment = len(self._slots) - 1
+        self._update(self._bundle(f"<p>{CURSOR}</p>", ""))
 
     def _open_thinking(self) -> None:
         """The output showing the cursor becomes the Thinking block; the answer gets the next one."""
@@ -202,6 +239,8 @@ class PlainSink:
             if not self._thinking:
                 self._thinking = True
                 piece = ("\n\n" if self._wrote else "") + self._think_open + piece
+        elif kind is ToolCalled or kind is ToolNote:
+            piece = ("\n" if self._wrote else "") + self._tool_line(event) + "\n"  # type: ignore[arg-type]
         else:
             return
         self._out.write(piece)
@@ -210,6 +249,12 @@ class PlainSink:
         if now >= self._next_flush:
             self._next_flush = now + self._interval
             self._out.flush()
+
+    @staticmethod
+    def _tool_line(event: ToolCalled | ToolNote) -> str:
+        if type(event) is ToolNote:
+            return f"Note: {event.text}"  # type: ignore[union-attr]
+        return tool_card_text(*event)  # type: ignore[arg-type]
 
     def close(self, turn: Turn | None) -> None:
         if self._thinking:

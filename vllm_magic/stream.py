@@ -3,7 +3,7 @@
 Two small pure layers, shared by the sync and async clients:
 
 * :class:`SSEDecoder` turns the raw bytes of an ``text/event-stream`` body into ``data`` payloads.
-* :func:`chunk_events` turns one decoded chat-completion chunk into :class:`Event` values.
+* :func:`chunk_events` turns one decoded chunk (chat or completions) into :class:`Event` values.
 
 Both are on the hot path of every streamed token, so they avoid per-byte work and text decoding.
 """
@@ -28,8 +28,12 @@ Finish = NamedTuple("Finish", [("reason", "str | None"), ("stop_reason", "str | 
 Usage = NamedTuple("Usage", [("prompt_tokens", int), ("completion_tokens", int), ("total_tokens", int),
                              ("reasoning_tokens", "int | None")])
 ServerError = NamedTuple("ServerError", [("message", str)])  # an error event inside a 200 stream
+Logprobs = NamedTuple("Logprobs", [("entries", list)])
+"""The answer's tokens with their log-probabilities (``logprobs: true``): vLLM's ``logprobs.content``."""
+Sample = NamedTuple("Sample", [("index", int), ("text", str), ("finish_reason", "str | None")])
+"""A piece of another sample than the first (``n`` > 1), or its end."""
 
-Event = Union[TextDelta, ReasoningDelta, ToolCallDelta, Finish, Usage, ServerError]
+Event = Union[TextDelta, ReasoningDelta, ToolCallDelta, Finish, Usage, ServerError, Logprobs, Sample]
 
 
 class SSEDecoder:
@@ -89,24 +93,37 @@ def parse_payload(payload: str) -> dict[str, Any]:
 
 
 def chunk_events(chunk: dict[str, Any]) -> list[Event]:
-    """Events of one ``chat.completion.chunk`` (only choice 0: one conversation, one answer)."""
+    """Events of one ``chat.completion.chunk``, or of a ``text_completion`` chunk of ``/v1/completions``
+    (its text as :class:`TextDelta`). Choice 0 is the answer; other choices (``n`` > 1) come as
+    :class:`Sample` pieces."""
     if "error" in chunk:
         return [ServerError(message_from_body(chunk))]
     events: list[Event] = []
     for choice in chunk.get("choices") or ():
-        if choice.get("index", 0) != 0:
+        index = choice.get("index", 0)
+        if index:
+            piece = choice.get("delta") or {}
+            events.append(Sample(index, piece.get("content") or choice.get("text") or "", choice.get("finish_reason")))
             continue
-        delta = choice.get("delta") or {}
-        reasoning = delta.get("reasoning") or delta.get("reasoning_content")
-        if reasoning:
-            events.append(ReasoningDelta(reasoning))
-        content = delta.get("content")
-        if content:
-            events.append(TextDelta(content))
-        for call in delta.get("tool_calls") or ():
-            function = call.get("function") or {}
-            events.append(ToolCallDelta(call.get("index", 0), call.get("id"), function.get("name"),
-                                        function.get("arguments") or ""))
+        logprobs = choice.get("logprobs")
+        if logprobs and logprobs.get("content"):
+            events.append(Logprobs(logprobs["content"]))
+        delta = choice.get("delta")
+        if delta is None:  # a /v1/completions chunk: the text is on the choice itself
+            text = choice.get("text")
+            if text:
+                events.append(TextDelta(text))
+        else:
+            reasoning = delta.get("reasoning") or delta.get("reasoning_content")
+            if reasoning:
+                events.append(ReasoningDelta(reasoning))
+            content = delta.get("content")
+            if content:
+                events.append(TextDelta(content))
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") or {}
+                events.append(ToolCallDelta(call.get("index", 0), call.get("id"), function.get("name"),
+                                            function.get("arguments") or ""))
         reason = choice.get("finish_reason")
         if reason is not None:
             events.append(Finish(reason, choice.get("stop_reason")))
@@ -125,7 +142,8 @@ def chunk_events(chunk: dict[str, Any]) -> list[Event]:
 
 
 class ChatStream:
-    """Raw body chunks of a streamed chat completion -> events; shared by sync and async clients.
+    """Raw body chunks of a streamed chat completion (or completion) -> events; shared by sync and
+    async clients.
 
     ``done`` turns true at ``data: [DONE]``; :attr:`complete` says whether the answer arrived
     whole (a finish reason, and nothing left half-sent).

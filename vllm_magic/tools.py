@@ -26,7 +26,6 @@ import enum
 import inspect
 import json
 import re
-import sys
 import time
 import typing
 import warnings
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors
+from .lazy import instance_of
 
 REGISTRY: dict[str, Tool] = {}
 """Tools registered with :func:`tool`, by name."""
@@ -212,13 +212,13 @@ def summarise(value: Any, budget: int = 2000) -> str:
     shape + first rows for a DataFrame / Series, shape + a few values for an array, else its repr."""
     if isinstance(value, str):
         return _cut(value, budget)
-    if _instance_of(value, "pandas", "DataFrame"):
+    if instance_of(value, "pandas", "DataFrame"):
         return _frame(value, budget)
-    if _instance_of(value, "pandas", "Series"):
+    if instance_of(value, "pandas", "Series"):
         return _series(value, budget)
-    if _instance_of(value, "numpy", "ndarray"):
+    if instance_of(value, "numpy", "ndarray"):
         return _array(value, budget)
-    if _instance_of(value, "numpy", "generic"):
+    if instance_of(value, "numpy", "generic"):
         value = value.item()
     if value is None or isinstance(value, (bool, int, float, dict, list, tuple, enum.Enum)) or _is_model(value):
         return _cut(_json(value), budget)
@@ -568,12 +568,6 @@ def _cut(text: str, budget: int) -> str:
         dropped = len(text) - kept
 
 
-def _instance_of(value: Any, module: str, name: str) -> bool:
-    """isinstance against a library's class without importing the library (not imported: no instance)."""
-    cls = getattr(sys.modules.get(module), name, None)
-    return isinstance(cls, type) and isinstance(value, cls)
-
-
 def _is_model(value: Any) -> bool:
     """A pydantic model or dataclass instance."""
     if isinstance(value, type):
@@ -599,7 +593,7 @@ def _jsonable(value: Any) -> Any:
         return value.value
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=repr)
-    if _instance_of(value, "numpy", "generic"):
+    if instance_of(value, "numpy", "generic"):
         return value.item()
     return value
 

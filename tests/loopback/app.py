@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tests.loopback import chat, embeddings, info, tokenization
+from tests.loopback import chat, completions, embeddings, info, tokenization
 from tests.loopback.errors import INTERNAL_SERVER_ERROR, NOT_FOUND, UNAUTHORIZED, method_not_allowed
 from tests.loopback.script import ScriptedReply, StreamReply, is_plain_cut
 from tests.loopback.wire import Answer, RecordedRequest, Silence
@@ -32,13 +32,19 @@ class FakeVLLM:
     ``reasoning_parser`` plays ``vllm serve --reasoning-parser NAME`` (any name: the look-alike splits
     thought from answer like vLLM's ``<think>`` parsers): usage then always carries
     ``completion_tokens_details.reasoning_tokens``, and scripted replies may think.
+    ``tool_call_parser`` plays ``--enable-auto-tool-choice --tool-call-parser NAME``: without it a
+    request with tools and ``tool_choice`` "auto" or "required" is refused with vLLM's 400, as the
+    real server does; scripted replies may call tools (``Reply.tool_calls``) either way.
+    ``vision_models`` take images (``image_url`` parts, :data:`~tests.loopback.model.IMAGE_TOKENS` prompt
+    tokens each); the others refuse them like a text-only model (see :mod:`tests.loopback.images`).
     ``vllm_version`` is what ``/version`` answers (an older vLLM wants the pre-0.12 ``guided_*`` fields).
     ``chat_delay`` is added before every chat answer, like a busy GPU's latency.
 
     ``profile`` plays another kind of server: ``"llama.cpp"`` (llama.cpp's server: no ``/health``,
     ``/version``, ``/tokenize`` or ``/metrics``, no ``max_model_len``, no usage chunk even when asked,
     unknown model names answered anyway, ``dimensions`` ignored) or ``"openai"`` (the OpenAI API
-    without vLLM's extra endpoints and model fields). The default ``"vllm"`` also serves ``/metrics``.
+    without vLLM's extra endpoints and model fields, nor ``/v1/completions``, which it keeps for models
+    of its own). The default ``"vllm"`` also serves ``/metrics``.
 
     For embeddings, ``embedding_encodings`` are the ``encoding_format`` values accepted (narrow it to
     ``("float",)`` to play a server without base64), and ``canned_embeddings`` answers every input
@@ -58,6 +64,8 @@ class FakeVLLM:
         canned_embeddings: bool = False,
         default_max_tokens: int | None = 16,
         reasoning_parser: str | None = None,
+        tool_call_parser: str | None = None,
+        vision_models: Sequence[str] = (),
         vllm_version: str = info.VLLM_VERSION,
         chat_delay: float = 0.0,
         profile: str = "vllm",
@@ -75,6 +83,8 @@ class FakeVLLM:
         self.canned_embeddings = canned_embeddings
         self.default_max_tokens = default_max_tokens
         self.reasoning_parser = reasoning_parser
+        self.tool_call_parser = tool_call_parser
+        self.vision_models = tuple(vision_models)
         self.vllm_version = vllm_version
         self.chat_delay = chat_delay
         self.requests: list[RecordedRequest] = []
@@ -95,6 +105,8 @@ class FakeVLLM:
             })
         if self.models:
             routes["/v1/chat/completions"] = ("POST", chat.chat)
+        if self.models and profile != "openai":  # the OpenAI API has no completions for its chat models
+            routes["/v1/completions"] = ("POST", completions.completions)
         if self.embedding_models:
             routes["/v1/embeddings"] = ("POST", embeddings.embeddings)
         self._routes = routes
@@ -102,7 +114,8 @@ class FakeVLLM:
     # -- scripting --------------------------------------------------------------------------
 
     def push(self, reply: ScriptedReply) -> None:
-        """Script the answer to the next ``/v1/chat/completions`` request not yet scripted (FIFO)."""
+        """Script the answer to the next ``/v1/chat/completions`` (or ``/v1/completions``) request not yet
+        scripted (FIFO)."""
         if isinstance(reply, StreamReply) and reply.repeat and reply.interval <= 0:
             raise ValueError("an endless stream needs a delay between chunks")
         if isinstance(reply, StreamReply) and reply.reasoning and not self.reasoning_parser:

@@ -18,6 +18,9 @@ CHARS_PER_TOKEN = 4
 """The stand-in tokenizer cuts text into pieces of this many characters (typical for real models)."""
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+IMAGE = "<image>"
+IMAGE_TOKENS = 8
+"""Prompt tokens of one image, as tiny-vision counts them (one 56x56 tile: 4 image tokens and markers)."""
 SPECIAL_IDS = {IM_START: 1, IM_END: 2}
 CLS_ID, SEP_ID = 101, 102
 """The embedding model wraps every input in these, like the recorded BERT-style tokenizer."""
@@ -57,16 +60,24 @@ def message_text(content: Any) -> str:
     return str(content)
 
 
+def image_count(content: Any) -> int:
+    """The ``image_url`` parts of a message's ``content``."""
+    parts = content if isinstance(content, list) else []
+    return sum(isinstance(part, dict) and part.get("type") == "image_url" for part in parts)
+
+
 def chat_prompt_pieces(messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> list[str]:
     """The prompt tokens of a ChatML rendering, as the chat endpoints and ``/tokenize`` count them.
 
-    Each message is ``<|im_start|>``, the pieces of ``"{role}\\n{content}"``, ``<|im_end|>`` and
-    ``"\\n"``; the generation prompt adds ``<|im_start|>`` and the pieces of ``"assistant\\n"``.
+    Each message is ``<|im_start|>``, :data:`IMAGE_TOKENS` pieces per image, the pieces of
+    ``"{role}\\n{content}"``, ``<|im_end|>`` and ``"\\n"``; the generation prompt adds ``<|im_start|>``
+    and the pieces of ``"assistant\\n"``.
     """
     pieces: list[str] = []
     for message in messages:
-        role = str(message.get("role", ""))
-        pieces += [IM_START, *text_pieces(f"{role}\n{message_text(message.get('content'))}"), IM_END, "\n"]
+        role, content = str(message.get("role", "")), message.get("content")
+        images = [IMAGE] * (IMAGE_TOKENS * image_count(content))
+        pieces += [IM_START, *images, *text_pieces(f"{role}\n{message_text(content)}"), IM_END, "\n"]
     if add_generation_prompt:
         pieces += [IM_START, *text_pieces("assistant\n")]
     return pieces

@@ -4,6 +4,7 @@ occasionally: slow drips, cut connections, error events, 429s, hangs."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ class StreamReply:
     error_after: int | None = None
     error: Mapping[str, Any] | None = None
     """vLLM's in-stream error object, sent after ``error_after`` token chunks, then [DONE]."""
+    calls: tuple[tuple[str, str], ...] = ()
+    """Tool calls (name, arguments JSON) after the content pieces; see ``Reply.tool_calls``."""
     reasoning: tuple[str, ...] = ()
     """The model's thought before the answer, one token chunk each, streamed as ``delta.reasoning``
     (needs a server with a ``reasoning_parser``); these chunks count for ``cut_after`` and the other
@@ -97,6 +100,13 @@ class Reply:
         Stop strings of the request do not apply; ``usage`` False suppresses the usage chunk.
         """
         return StreamReply(tuple(pieces), finish_reason, usage, _interval(delay, chunk_rate), reasoning=tuple(reasoning))
+
+    @staticmethod
+    def tool_calls(*calls: tuple[str, Any], pieces: Iterable[str] = (), delay: float = 0.0) -> StreamReply:
+        """Call tools: ``(name, arguments)`` each (a dict is sent as its JSON), after ``pieces`` of
+        text, ending with ``finish_reason`` "tool_calls", as vLLM's hermes parser streams them."""
+        wire = tuple((name, arguments if isinstance(arguments, str) else json.dumps(arguments)) for name, arguments in calls)
+        return StreamReply(tuple(pieces), "tool_calls", interval=delay, calls=wire)
 
     @staticmethod
     def many(

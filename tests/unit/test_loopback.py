@@ -32,6 +32,7 @@ from tests.loopback import (
     completion_pieces,
     count_chat_tokens,
     count_embedding_tokens,
+    count_text_tokens,
     embedding_vector,
 )
 
@@ -113,7 +114,7 @@ def mask(raw: bytes) -> bytes:
     """Blank what legitimately differs per response; all of it keeps its length."""
     raw = re.sub(rb"date: [^\r]*", b"date: <date>", raw)
     raw = re.sub(rb'"created":\d{10}', b'"created":1234567890', raw)
-    return re.sub(rb"(chatcmpl|embd|modelperm)-[0-9a-f]{16}", rb"\1-0123456789abcdef", raw)
+    return re.sub(rb"(chatcmpl|cmpl|embd|modelperm)-[0-9a-f]{16}", rb"\1-0123456789abcdef", raw)
 
 
 def payload(event: bytes) -> Any:
@@ -783,3 +784,56 @@ def test_transport_hang_times_out_only_when_the_client_gives_up_first() -> None:
         # A hang shorter than the timeout ends like the socket server's: the connection closes.
         with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
             client.post(CHAT, json={"messages": user("hi")})
+
+
+# -- /v1/completions -------------------------------------------------------------------------------
+
+COMPLETIONS = "/v1/completions"
+
+
+def blank_completion(event: bytes) -> bytes:
+    """A completion event with what the model and tokenizer decide blanked: the text, the prompt's count."""
+    event = re.sub(rb'"text":"(?:[^"\\]|\\.)*"', b'"text":"<text>"', mask(event))
+    return re.sub(rb'"(prompt_tokens|total_tokens)":\d+', rb'"\1":0', event)
+
+
+def test_completion_stream_is_vllms_byte_for_byte_but_the_text(loopback: LoopbackServer) -> None:
+    request = {"model": "tiny-chat", "prompt": "def add(a, b):", "stream": True,
+               "stream_options": {"include_usage": True}, "max_tokens": 5}
+    head, raw_body = split_response(raw_exchange(loopback, "POST", COMPLETIONS, request))
+    events, complete = http_chunks(raw_body)
+    recorded_head, _ = split_response(sample("chat/completions_stream.sse.http"))
+    assert mask(head) == mask(recorded_head) and complete
+    recorded = sample_events("chat/completions_stream.sse.http")
+    assert [blank_completion(event) for event in events] == [blank_completion(event) for event in recorded]
+    texts = [payload(event)["choices"][0]["text"] for event in events[:5]]
+    assert texts == completion_pieces(user("def add(a, b):"), 5)
+    assert payload(events[5])["usage"]["prompt_tokens"] == count_text_tokens("def add(a, b):")
+
+
+def test_completion_without_usage_ends_with_the_fingerprint_and_echo_leads_with_the_prompt(
+    loopback: LoopbackServer,
+) -> None:
+    request = {"model": "tiny-chat", "prompt": "hi", "stream": True, "max_tokens": 2, "echo": True}
+    events, _ = http_chunks(split_response(raw_exchange(loopback, "POST", COMPLETIONS, request))[1])
+    first, second = completion_pieces(user("hi"), 2)
+    assert [payload(event)["choices"][0]["text"] for event in events[:-1]] == ["hi" + first, second]
+    assert payload(events[-2])["system_fingerprint"] == SYSTEM_FINGERPRINT and events[-1] == b"data: [DONE]\n\n"
+
+
+def test_completion_not_streamed_is_a_text_completion(loopback: LoopbackServer) -> None:
+    request = {"model": "tiny-chat", "prompt": "hi", "max_tokens": 3, "echo": True}
+    body = json.loads(split_response(raw_exchange(loopback, "POST", COMPLETIONS, request))[1])
+    assert list(body) == ["id", "object", "created", "model", "choices", "service_tier", "system_fingerprint", "usage",
+                          "kv_transfer_params", "ec_transfer_params", "metrics"]
+    assert body["id"].startswith("cmpl-") and body["object"] == "text_completion"
+    (choice,) = body["choices"]
+    assert choice["text"] == "hi" + "".join(completion_pieces(user("hi"), 3)) and choice["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 3
+
+
+def test_completions_need_a_prompt_and_are_missing_from_the_openai_profile(loopback: LoopbackServer) -> None:
+    missing = raw_exchange(loopback, "POST", COMPLETIONS, {"model": "tiny-chat"})
+    assert missing.startswith(b"HTTP/1.1 400") and b"body.prompt" in missing
+    with LoopbackServer(profile="openai") as server:
+        assert raw_exchange(server, "POST", COMPLETIONS, {"prompt": "hi"}).endswith(b'{"detail":"Not Found"}')

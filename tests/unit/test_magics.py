@@ -112,7 +112,7 @@ def test_config_traits_apply(ip: Shell, loopback: LoopbackServer) -> None:
 
 
 @pytest.mark.parametrize("line, named", [
-    ("temperature=-1", "temperature"), ("n=2", "n"), ("max_tokens=lots", "max_tokens"), ("top_p=2", "top_p"),
+    ("temperature=-1", "temperature"), ("n=0", "n"), ("top_logprobs=50", "top_logprobs"), ("max_tokens=lots", "max_tokens"), ("top_p=2", "top_p"),
 ])
 def test_bad_params_are_refused_locally(ip: Shell, loopback: LoopbackServer, line: str, named: str) -> None:
     ip.ok("%vllm params temperature=0.5")

@@ -69,7 +69,7 @@ def test_known_params_are_validated_and_extras_pass_through() -> None:
     ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"), ({"top_p": 1.5}, "top_p"),
     ({"max_tokens": 0}, "max_tokens"), ({"max_tokens": 1.5}, "max_tokens"), ({"temperature": "hot"}, "temperature"),
     ({"stop": [1]}, "stop"), ({"presence_penalty": 3}, "presence_penalty"), ({"seed": True}, "seed"),
-    ({"n": 2}, "n"), ({"stream": False}, "stream"), ({"temperature": float("nan")}, "temperature"),
+    ({"n": 0}, "n"), ({"logprobs": 1}, "logprobs"), ({"stream": False}, "stream"), ({"temperature": float("nan")}, "temperature"),
 ])
 def test_bad_params_are_refused_before_sending(params: dict, named: str) -> None:
     with pytest.raises(errors.ParamError) as info:

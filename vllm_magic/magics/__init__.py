@@ -12,18 +12,19 @@ from typing import Any
 
 from IPython.core.error import StdinNotImplementedError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class, no_var_expand
-from traitlets import Bool, Dict, Float, Unicode, dlink
+from traitlets import Bool, Dict, Float, Int, Unicode, dlink
 
 from .. import errors
+from ..images import remember_figure
 from ..session import Session, ask_key_with_getpass, set_current_session
-from . import commands, data  # noqa: F401 - they register the %vllm commands
+from . import commands, complete, data  # noqa: F401 - they register the %vllm commands
 from .cell import chat_options, run_cell
-from .registry import run_line, synopsis
+from .registry import run_line, synopsis, takes_cell
 from ..notebook_fixes import NOTEBOOK_FIXES
 
 SETTINGS = ("base_url", "model", "embedding_model", "api_key_env", "timeout", "headers", "credentials", "params",
             "system_prompt",
-            "render_rate", "show_reasoning", "send_reasoning")
+            "render_rate", "show_reasoning", "send_reasoning", "image_max_side", "save_images")
 
 
 def in_notebook_words(method: Callable) -> Callable:
@@ -42,8 +43,19 @@ def in_notebook_words(method: Callable) -> Callable:
 def _trait_of_session(name: str) -> Any:
     """The session's trait ``name`` as a configurable trait of the magics (same default and help)."""
     trait = Session.class_traits()[name]
-    kind = {Unicode: Unicode, Float: Float, Dict: Dict, Bool: Bool}[type(trait)]
+    kind = {Unicode: Unicode, Float: Float, Dict: Dict, Bool: Bool, Int: Int}[type(trait)]
     return kind(trait.default_value, allow_none=trait.allow_none, help=trait.help).tag(config=True)
+
+
+def _keep_figures(shell: Any) -> None:
+    """After each cell, remember pyplot's current figure for ``%%chat --plot``.
+
+    It must run before the inline backend's own ``post_execute`` callback, which closes the figures
+    it shows, so it goes first in the list (the backend may have registered before us).
+    """
+    callbacks = shell.events.callbacks["post_execute"]
+    if remember_figure not in callbacks:
+        callbacks.insert(0, remember_figure)
 
 
 @magics_class
@@ -66,6 +78,8 @@ class VLLMMagics(Magics):
     render_rate = _trait_of_session("render_rate")
     show_reasoning = _trait_of_session("show_reasoning")
     send_reasoning = _trait_of_session("send_reasoning")
+    image_max_side = _trait_of_session("image_max_side")
+    save_images = _trait_of_session("save_images")
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -74,6 +88,8 @@ class VLLMMagics(Magics):
             dlink((self, name), (self.session, name))
         self.shown_notes: set[str] = set()
         set_current_session(self.session)
+        if shell is not None:
+            _keep_figures(shell)
 
     def _ask_key(self, prompt: str) -> str:
         try:
@@ -90,8 +106,8 @@ class VLLMMagics(Magics):
     @line_cell_magic
     @in_notebook_words
     def vllm(self, line: str, cell: str | None = None) -> Any:
-        if cell is None:
-            return run_line(self, line)
+        if cell is None or takes_cell(line):
+            return run_line(self, line, cell)
         return run_cell(self, line, cell)
 
     @chat_options

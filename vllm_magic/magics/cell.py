@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -11,14 +12,21 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from .. import errors
 from ..conversation import Turn
-from ..render import markdown_to_html
+from ..images import current_figure
+from ..messages import Message
+from ..render import image_lines, images_html, markdown_to_html
 from ..response import Response, drive
 from ..structured import constraint, plain
+from ..toolloop import ask_in_terminal
+from ..tools import resolve
 from ..session import DEFAULT
 from ..sinks import CellSink, PlainSink
 from .notebook import in_kernel, interpolate, split_words
 
 if TYPE_CHECKING:
+    from argparse import Namespace
+
+    from ..chat import Chat
     from . import VLLMMagics
 
 
@@ -46,8 +54,23 @@ def chat_options(magic: Callable) -> Callable:
         argument("--choice", metavar="CHOICES", help='One of these answers: "a|b|c", or a list or Enum from the notebook.'),
         argument("--regex", metavar="RE", help="An answer matching this regular expression."),
         argument("--grammar", metavar="G", help="An answer of this grammar (as vLLM takes it, e.g. EBNF/GBNF)."),
+        argument("--logprobs", type=int, nargs="?", const=5, metavar="K",
+                 help="Shade each token by its probability, with the top K alternatives (5) on hover."),
+        argument("--n", type=int, metavar="N", help="N samples side by side; the first is kept (`%%vllm pick I`)."),
+        argument("--seed", type=int, help="Sampling seed, for samples that can be had again."),
+        argument("--tools", metavar="F,G",
+                 help="Functions of the notebook the model may call (or registered with @vllm_magic.tool)."),
+        argument("--tool-choice", default="auto", metavar="CHOICE",
+                 help="auto, required (a call first), none, a tool's name, or json (guided JSON calls, for a "
+                      "server without a tool parser)."),
+        argument("--max-rounds", type=int, default=8, metavar="N", help="At most N requests in a tool loop (8)."),
+        argument("--confirm", action="store_true", help="Ask before each tool call."),
         argument("-i", "--interpolate", action="store_true",
                  help="Expand {name} and {expression} from the notebook's variables ({{ and }} for braces)."),
+        argument("--image", action="append", metavar="EXPR",
+                 help="Send an image with the prompt (repeatable): a PIL image, matplotlib Figure, numpy array, "
+                      "bytes, file path or http(s) URL from the notebook, or a file path or URL as written."),
+        argument("--plot", action="store_true", help="Send the current matplotlib figure (the last one drawn)."),
     ]
     for option in reversed(options):
         magic = option(magic)
@@ -65,23 +88,54 @@ def run_cell(magics: VLLMMagics, line: str, cell: str) -> None:
         prompt = interpolate(prompt, magics.shell.user_ns)
     session = magics.session
     chat = session.chat(args.conversation)
-    params = session.request_params(temperature=args.temperature)
-    if args.max_tokens is not None:
-        model = args.model or chat.model or chat.connection.resolve_model()
-        chat.connection.check_max_tokens(args.max_tokens, model, hint="cell_max_tokens_over_limit")
-        params["max_tokens"] = args.max_tokens
+    params = cell_params(magics, chat, args, n=args.n, seed=args.seed)
+    if args.logprobs is not None:
+        params.update(logprobs=True, top_logprobs=args.logprobs)
     if args.new:
         chat.reset()
     if args.system is not None:
         chat.conversation.set_system(args.system)
     shape = constraint(json=args.json, schema=args.schema, choice=args.choice, regex=args.regex,
                        grammar=args.grammar, namespace=magics.shell.user_ns)
-    response = chat.stream(prompt, model=args.model, record=not args.once, think=args.think, shape=shape, **params)
+    tools = resolve(args.tools, magics.shell.user_ns) if args.tools else None
+    response = chat.stream(prompt, model=args.model, record=not args.once, think=args.think, shape=shape,
+                           images=cell_images(args, magics.shell.user_ns), tools=tools,
+                           tool_choice=args.tool_choice, max_rounds=args.max_rounds,
+                           confirm=ask_in_terminal if args.confirm else None, **params)
     turn = show(magics, response, raw=args.raw, show_reasoning=not args.no_reasoning)
     if shape is not None and turn is not None and shape.kind in ("json", "schema"):
         show_value(turn.value)
     if args.out:
         magics.shell.user_ns[args.out] = (turn.value if shape else turn.text) if turn else None
+
+
+def cell_images(args: Namespace, namespace: dict[str, Any]) -> list[Any]:
+    """The objects of the cell's ``--image EXPR`` options, then ``--plot``'s figure."""
+    images = [image_value(expression, namespace) for expression in args.image or []]
+    return [*images, current_figure()] if args.plot else images
+
+
+def image_value(expression: str, namespace: dict[str, Any]) -> Any:
+    """``--image EXPR``'s object. A word that is no expression of the notebook but an http(s) URL or an
+    existing file is taken as written (``--image photo.jpg``); the notebook's variables come first."""
+    try:
+        return eval(expression, namespace)  # noqa: S307 - the user's own notebook expression
+    except Exception as exc:
+        if expression.startswith(("http://", "https://")) or Path(expression).expanduser().is_file():
+            return expression
+        raise errors.ConfigError(f"--image could not evaluate {expression!r}: {type(exc).__name__}: {exc}.",
+                                 hint="image_expr") from None
+
+
+def cell_params(magics: VLLMMagics, chat: Chat, args: Namespace, **overrides: Any) -> dict[str, Any]:
+    """The session's params with the cell's ``--temperature``, ``--max-tokens`` (checked against the
+    model's limit) and ``overrides`` (None: not given)."""
+    params = magics.session.request_params(temperature=args.temperature, **overrides)
+    if args.max_tokens is not None:
+        model = args.model or chat.model or chat.connection.resolve_model()
+        chat.connection.check_max_tokens(args.max_tokens, model, hint="cell_max_tokens_over_limit")
+        params["max_tokens"] = args.max_tokens
+    return params
 
 
 def show(magics: VLLMMagics, response: Response, raw: bool = False, show_reasoning: bool = True) -> Turn | None:
@@ -90,6 +144,7 @@ def show(magics: VLLMMagics, response: Response, raw: bool = False, show_reasoni
         if note not in magics.shown_notes:
             magics.shown_notes.add(note)
             print(f"Note: {note}")
+    show_images(response.user)
     session = magics.session
     view = CellSink if not raw and in_kernel(magics.shell) else PlainSink
     sink = view(rate=session.render_rate, show_reasoning=session.show_reasoning and show_reasoning)
@@ -97,6 +152,15 @@ def show(magics: VLLMMagics, response: Response, raw: bool = False, show_reasoni
         return drive(response, sink)
     except KeyboardInterrupt:
         raise interrupted(response) from None
+
+
+def show_images(message: Message) -> None:
+    """The message's images as thumbnails, above the answer (text lines in a terminal)."""
+    if message.images:
+        from IPython.display import display
+
+        display({"text/html": f'<div class="vllm-magic">{images_html(message)}</div>',
+                 "text/plain": "\n".join(image_lines(message))}, raw=True)
 
 
 def show_value(value: Any) -> None:
@@ -120,6 +184,12 @@ def interrupted(response: Response) -> errors.Interrupted:
         return errors.Interrupted(
             "Stopped before the server sent any text; nothing was added to the conversation.",
             "Run the cell again when ready.",
+        )
+    if not response.records:
+        return errors.Interrupted(
+            f"Stopped after {len(turn.text)} characters; the partial text is shown above (nothing was added to "
+            "the conversation).",
+            "Run the cell again for a whole answer.",
         )
     return errors.Interrupted(
         f"Stopped after {len(turn.text)} characters; the partial answer is kept in the conversation, "

@@ -108,6 +108,41 @@ def history(magics: VLLMMagics, args: argparse.Namespace) -> None:
         print(conversation_text(conversation))
 
 
+@command("pick", "keep sample I of the last turn's samples (%%chat --n N) as its answer", CONVERSATION,
+         arg("index", type=int, help="the sample to keep, from 0"))
+def pick(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    turns = magics.session.existing_chat(args.conversation).history
+    if not turns:
+        raise errors.ConfigError("There is no turn yet.", hint="no_samples")
+    turns[-1].pick(args.index)
+    text = turns[-1].text
+    print(f"Kept sample {args.index}: {text[:80] + '…' if len(text) > 80 else text}")
+
+
+@command("logprobs", "the last answer's tokens and their probabilities (%%chat --logprobs), as a DataFrame",
+         CONVERSATION)
+def logprobs(magics: VLLMMagics, args: argparse.Namespace) -> Any:  # -> pandas.DataFrame
+    turns = magics.session.existing_chat(args.conversation).history
+    table = turns[-1].logprobs if turns else None
+    if table is None:
+        raise errors.ConfigError("The last turn has no logprobs.",
+                                 "Ask with `%%chat --logprobs` (or `--logprobs K` for K alternatives per token).")
+    return table
+
+
+@command("tools", "the functions registered with @vllm_magic.tool, which the model may call")
+def tools(magics: VLLMMagics, args: argparse.Namespace) -> None:
+    from ..tools import REGISTRY
+
+    if not REGISTRY:
+        print("No tools registered yet: decorate a function with `@vllm_magic.tool`, or name the notebook's "
+              "functions in a cell: `%%chat --tools f,g`.")
+    for name, tool in REGISTRY.items():
+        arguments = ", ".join(f"{arg}: {spec.get('type', 'any')}" for arg, spec in
+                              tool.parameters.get("properties", {}).items())
+        print(f"{name}({arguments})" + (f" \u2014 {tool.description}" if tool.description else ""))
+
+
 @command("reset", "forget the conversation (the system prompt stays)", CONVERSATION,
          arg("--all", action="store_true", help="every conversation"))
 def reset(magics: VLLMMagics, args: argparse.Namespace) -> None:
@@ -142,9 +177,11 @@ def system(magics: VLLMMagics, args: argparse.Namespace) -> None:
     print(f"System prompt: {conversation.system!r}" if conversation.system else "No system prompt.")
 
 
-@command("save", "save the conversation as JSON (never the API key)", CONVERSATION, arg("path"))
+@command("save", "save the conversation as JSON (never the API key; images whole unless "
+                 "VLLMMagics.save_images is False)", CONVERSATION, arg("path"))
 def save(magics: VLLMMagics, args: argparse.Namespace) -> None:
-    path = magics.session.existing_chat(args.conversation).conversation.save(args.path)
+    session = magics.session
+    path = session.existing_chat(args.conversation).conversation.save(args.path, image_data=session.save_images)
     print(f"Saved {args.conversation!r} to {path}.")
 
 

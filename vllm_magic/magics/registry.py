@@ -1,7 +1,7 @@
 """The ``%vllm`` commands: each declared once with its argument parser, so help is generated.
 
 ``%vllm help`` lists them, ``%vllm help NAME`` or ``%vllm NAME -h`` shows one, and ``%vllm?`` shows
-the same synopsis.
+the same synopsis. A command that takes a cell (``%%vllm complete``) gets the cell as ``args.cell``.
 """
 
 from __future__ import annotations
@@ -53,9 +53,11 @@ class Command:
     run: Run
     usage: str | None = None
     """For commands whose line is not split into words (a Python expression comes first)."""
+    cell: bool = False
+    """Takes the cell below ``%%vllm NAME`` as its input."""
 
     def parser(self) -> Parser:
-        parser = Parser(prog=f"%vllm {self.name}", description=self.summary,
+        parser = Parser(prog=f"%%vllm {self.name}" if self.cell else f"%vllm {self.name}", description=self.summary,
                         usage=f"%(prog)s {self.usage}" if self.usage else None,
                         argument_default=argparse.SUPPRESS if self.usage else None)
         for flags, kwargs in self.arguments:
@@ -70,17 +72,26 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, summary: str, *arguments: Argument, usage: str | None = None) -> Callable[[Run], Run]:
-    """Register ``%vllm name``: ``summary`` is its one-line help, ``arguments`` its parser's."""
+def command(name: str, summary: str, *arguments: Argument, usage: str | None = None,
+            cell: bool = False) -> Callable[[Run], Run]:
+    """Register ``%vllm name`` (``%%vllm name`` with ``cell``): ``summary`` is its one-line help,
+    ``arguments`` its parser's."""
 
     def register(run: Run) -> Run:
-        COMMANDS[name] = Command(name, summary, arguments, run, usage)
+        COMMANDS[name] = Command(name, summary, arguments, run, usage, cell)
         return run
 
     return register
 
 
-def run_line(magics: VLLMMagics, line: str) -> Any:
+def takes_cell(line: str) -> bool:
+    """Whether ``%%vllm LINE`` runs a command on its cell (``complete``) rather than a chat."""
+    found = COMMANDS.get(line.strip().partition(" ")[0])
+    return found is not None and found.cell
+
+
+def run_line(magics: VLLMMagics, line: str, cell: str | None = None) -> Any:
+    """Run ``%vllm LINE``, or ``%%vllm LINE`` over ``cell`` for a command that takes one."""
     name, _, rest = line.strip().partition(" ")
     if not name:
         name = "status"
@@ -91,13 +102,24 @@ def run_line(magics: VLLMMagics, line: str) -> Any:
     try:
         if found.usage:  # the raw rest: the command splits off its own options
             return found.run(magics, argparse.Namespace(line=rest))
-        return found.run(magics, found.parser().parse_args(split_words(rest)))
+        args = found.parser().parse_args(split_words(rest))
+        if found.cell:
+            args.cell = _the_cell(found, cell)
+        return found.run(magics, args)
     except HelpShown:
         return None
 
 
+def _the_cell(found: Command, cell: str | None) -> str:
+    if cell is None:
+        raise UsageError(f"`%%vllm {found.name}` works on a cell: write it as the cell's first line and the text "
+                         "below it.")
+    return cell
+
+
 def synopsis() -> str:
-    lines = ["Line: ``%vllm COMMAND ...``; cell: ``%%vllm [options]`` (the same as ``%%chat``).", "",
+    lines = ["Line: ``%vllm COMMAND ...``; cell: ``%%vllm [options]`` (the same as ``%%chat``), or "
+             "``%%vllm complete [options]`` (a base model continues the cell's text).", "",
              "Commands::", ""]
     lines += [f"  {c.synopsis()}" for c in COMMANDS.values()]
     lines += ["", "``%vllm help NAME`` or ``%vllm NAME -h`` shows a command's options; ``%%chat?`` the cell's."]
