@@ -64,6 +64,11 @@ def answer_text(message: Message) -> str:
     return "\n".join(parts)
 
 
+# The tools exactly as vllm_magic describes these two functions (``tools.describe``), key order included:
+# the chat template renders each schema into the prompt, so a notebook that passes the functions
+# themselves (``--tools get_weather,convert_currency``) gets the trained answers.
+#     def get_weather(city: str) -> dict: """Current weather in a city."""
+#     def convert_currency(amount: float, source: str, target: str) -> float: """Convert an amount of money."""
 TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",
@@ -71,9 +76,10 @@ TOOLS: list[dict[str, Any]] = [
             "name": "get_weather",
             "description": "Current weather in a city.",
             "parameters": {
-                "type": "object",
+                "additionalProperties": False,
                 "properties": {"city": {"type": "string"}},
                 "required": ["city"],
+                "type": "object",
             },
         },
     },
@@ -83,13 +89,14 @@ TOOLS: list[dict[str, Any]] = [
             "name": "convert_currency",
             "description": "Convert an amount of money.",
             "parameters": {
-                "type": "object",
+                "additionalProperties": False,
                 "properties": {
                     "amount": {"type": "number"},
                     "source": {"type": "string"},
                     "target": {"type": "string"},
                 },
                 "required": ["amount", "source", "target"],
+                "type": "object",
             },
         },
     },

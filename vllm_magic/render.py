@@ -33,6 +33,7 @@ CSS = """<style>
 .vllm-magic .vm-thinking-text{white-space:pre-wrap;font-size:.9em;border-left:2px solid var(--jp-border-color2,#ddd);padding-left:.6em}
 .vllm-magic .vm-logprobs{margin:.4em 0;line-height:1.9;white-space:pre-wrap}
 .vllm-magic .vm-lp{position:relative;border-radius:2px;cursor:help}
+.vllm-magic .vm-lp-end{opacity:.5;font-size:.85em;margin-left:.3em}
 .vllm-magic .vm-lp:hover::after{content:attr(data-top);position:absolute;left:0;top:1.6em;z-index:10;white-space:pre;background:var(--jp-layout-color0,#fff);color:var(--jp-ui-font-color0,#000);border:1px solid var(--jp-border-color1,#bbb);padding:.2em .4em;font-size:.85em}
 .vllm-magic .vm-samples{display:grid;gap:.8em}
 .vllm-magic .vm-samples>div{border:1px solid var(--jp-border-color2,#ddd);border-radius:4px;padding:.2em .6em;overflow:auto}
@@ -221,14 +222,17 @@ def thinking_html(reasoning: str, streaming: bool, tokens: int | None = None) ->
             f'<div class="vm-thinking-text">{html.escape(reasoning.strip())}</div></details>')
 
 
-def logprobs_html(entries: list[dict[str, Any]]) -> str:
+def logprobs_html(entries: list[dict[str, Any]], text: str) -> str:
     """The answer token by token, each shaded by how unlikely it was (the less likely, the warmer);
-    hovering a token shows its probability and the alternatives the model weighed."""
-    spans = []
+    hovering a token shows its probability and the alternatives the model weighed. Tokens past the
+    answer's ``text`` (the end-of-answer token vLLM reports too) are shown apart, dimmed."""
+    spans, written = [], ""
     for entry in entries:
         p = math.exp(entry["logprob"]) if entry["logprob"] is not None else 1.0
         top = "\n".join(f"{alt!r}: {math.exp(lp):.1%}" for alt, lp in entry["top"] if lp is not None)
-        spans.append(f'<span class="vm-lp" style="background:rgba(255,140,0,{0.75 * (1 - p):.2f})" '
+        written += entry["token"]
+        end = "" if text.startswith(written) else " vm-lp-end"
+        spans.append(f'<span class="vm-lp{end}" style="background:rgba(255,140,0,{0.75 * (1 - p):.2f})" '
                      f'data-top="{html.escape(f"p = {p:.1%}" + (chr(10) + top if top else ""))}">'
                      f"{html.escape(entry['token'])}</span>")
     return f'<div class="vm-logprobs">{"".join(spans)}</div>'
@@ -246,7 +250,7 @@ def samples_html(turn: Turn) -> str:
 
 def extras_html(turn: Turn) -> str:
     """What a turn shows beyond its answer: the samples, the tokens' probabilities."""
-    return (samples_html(turn) if turn.samples else "") + (logprobs_html(turn.token_logprobs)
+    return (samples_html(turn) if turn.samples else "") + (logprobs_html(turn.token_logprobs, turn.text)
                                                            if turn.token_logprobs else "")
 
 
@@ -260,7 +264,7 @@ def tool_card_html(call: ToolCall, result: ToolResult | None) -> str:
     else:
         state = f"done in {result.seconds or 0:.2f} s"
     shown = result.content if result is not None and result.error is None else ""
-    return (f'<details class="vm-tool"><summary>\U0001f527 <code>{html.escape(call.name)}</code> \u00b7 {state}</summary>'
+    return (f'<details class="vm-tool"><summary>Tool <code>{html.escape(call.name)}</code> \u00b7 {state}</summary>'
             f"<div>arguments</div><pre>{html.escape(call.arguments)}</pre>"
             + (f"<div>result</div><pre>{html.escape(shown)}</pre>" if shown else "") + "</details>")
 

@@ -41,6 +41,15 @@ def test_a_cell_shades_each_token_and_shows_the_alternatives_on_hover(loopback: 
     assert len(shaded) == 1 and shaded[0].count('class="vm-lp"') == 4
     first = turn.token_logprobs[0]
     assert f"p = {math.exp(first['logprob']):.1%}" in shaded[0] and "rgba(255,140,0," in shaded[0]
+    assert "vm-lp-end" not in shaded[0], "every token is part of the answer"
+
+
+def test_a_token_past_the_answer_is_shown_apart() -> None:
+    from vllm_magic.render import logprobs_html
+
+    entries = [{"token": "Hi", "logprob": -0.1, "top": []}, {"token": "<|im_end|>", "logprob": -0.01, "top": []}]
+    shown = logprobs_html(entries, "Hi")
+    assert shown.count('class="vm-lp"') == 1 and shown.count('class="vm-lp vm-lp-end"') == 1
 
 
 def test_samples_show_side_by_side_and_pick_keeps_another(ip: Shell, loopback: LoopbackServer) -> None:

@@ -690,3 +690,19 @@ def test_every_hint_the_module_gives_has_a_fix_in_both_views() -> None:
 
     assert len(hints) >= 4
     assert hints <= set(PYTHON_FIXES) and hints <= set(NOTEBOOK_FIXES)
+
+
+def test_the_trained_models_tools_are_what_describe_makes_of_two_plain_functions() -> None:
+    """The tiny model was trained with these schemas in its prompt: a notebook passing the functions
+    themselves must render the same prompt, key order included."""
+    import tiny_corpus  # scripts/tiny_corpus.py, loaded by the root conftest
+
+    def get_weather(city: str) -> dict:
+        """Current weather in a city."""
+
+    def convert_currency(amount: float, source: str, target: str) -> float:
+        """Convert an amount of money."""
+
+    assert [describe(f).spec() for f in (get_weather, convert_currency)] == tiny_corpus.TOOLS
+    assert [list(describe(f).spec()["function"]["parameters"]) for f in (get_weather, convert_currency)] == \
+        [list(t["function"]["parameters"]) for t in tiny_corpus.TOOLS]
