@@ -145,6 +145,8 @@ class ToolUse:
 
 
 def ask_in_terminal(call: ToolCall) -> bool:
-    """Confirm a call with ``input()``: a terminal's prompt, or Jupyter's input box."""
+    """Confirm a call with ``input()``: a terminal's prompt, or the input box Jupyter shows under the
+    running cell (a widget button cannot be heard while the cell runs: ipykernel 7 handles the click's
+    message only after it)."""
     answer = input(f"Run {call.name}({call.arguments})? [y/N] ")
     return answer.strip().lower() in ("y", "yes")

@@ -444,6 +444,12 @@ def run_all(page: Page, timeout_ms: int = RUN_TIMEOUT_MS, allow_errors: bool = F
     Raises ``AssertionError`` listing the errors unless ``allow_errors``.
     Returns the final :func:`notebook_state`.
     """
+    start_run_all(page)
+    return wait_run_all(page, timeout_ms, allow_errors)
+
+
+def start_run_all(page: Page) -> None:
+    """Start running every cell without waiting (for a cell that waits on the page, e.g. a button)."""
     page.evaluate(
         """() => {
           const app = window.jupyterapp;
@@ -455,6 +461,10 @@ def run_all(page: Page, timeout_ms: int = RUN_TIMEOUT_MS, allow_errors: bool = F
           );
         }"""
     )
+
+
+def wait_run_all(page: Page, timeout_ms: int = RUN_TIMEOUT_MS, allow_errors: bool = False) -> dict[str, object]:
+    """Wait for the run :func:`start_run_all` began to finish (see :func:`run_all`)."""
     predicate = f"""
     () => {{
       const s = ({_STATE_JS})(null);

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 import tiny_corpus  # scripts/tiny_corpus.py, loaded by the tests' conftest
-from lab import ARTIFACTS_DIR, LabServer, cell_outputs, open_notebook, run_all, write_notebook
+from lab import (
+    ARTIFACTS_DIR, LabServer, cell_outputs, open_notebook, run_all, start_run_all, wait_run_all, write_notebook,
+)
 from playwright.sync_api import Page, expect
 
 TOOLS = '''
@@ -52,3 +54,21 @@ def test_a_tool_card_opens_and_a_token_shows_its_alternatives(page: Page, lab_se
     assert before in ("none", "normal", ""), "only the hovered token shows its alternatives"
     card.scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS_DIR / "tools-card-and-logprobs.png"))
+
+
+def test_confirm_asks_in_jupyters_input_box_while_the_cell_runs(page: Page, lab_server: LabServer) -> None:
+    cells = ["%load_ext vllm_magic", TOOLS,
+             f"%%chat --tools get_weather,convert_currency --confirm --temperature 0\n{tiny_corpus.WEATHER_PROMPT}",
+             f"%%chat --tools get_weather,convert_currency --confirm --temperature 0 --new\n{tiny_corpus.WEATHER_PROMPT}"]
+    open_notebook(page, lab_server, write_notebook(lab_server, "confirm.ipynb", cells))
+    start_run_all(page)
+    for index, answer in ((2, "y"), (3, "n")):
+        box = cell_outputs(page, index).locator("input.jp-Stdin-input")
+        expect(box).to_be_visible(timeout=60_000)
+        expect(cell_outputs(page, index).filter(has_text='Run get_weather({"city": "Paris"})? [y/N]')).to_have_count(1)
+        box.fill(answer)
+        box.press("Enter")
+    wait_run_all(page)
+    first, second = cell_outputs(page, 2), cell_outputs(page, 3)
+    expect(first.filter(has_text="It is 18 °C and cloudy in Paris right now.")).to_have_count(1)
+    expect(second.locator("details.vm-tool summary")).to_contain_text("the user declined this call")
