@@ -53,8 +53,10 @@ def complete(prompt: str, *, base_url: str | None = None, api_key: str | None = 
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext vllm_magic``: register ``%%chat``, ``%%vllm`` and ``%vllm``."""
+    """``%load_ext vllm_magic``: register ``%%chat``, ``%%vllm`` and ``%vllm``, and offer the notebook's
+    conversations saved before a kernel restart (``%vllm restore``)."""
     from .magics import VLLMMagics
+    from .magics.restore import offer_saved
 
     magics = VLLMMagics(shell=ipython)
     owner = ipython.magics_manager.magics["cell"].get("chat")
@@ -62,6 +64,7 @@ def load_ipython_extension(ipython: Any) -> None:
         del magics.magics["cell"]["chat"]
         print("vllm_magic: %%chat belongs to another extension here, so use %%vllm (same options).")
     ipython.register_magics(magics)
+    offer_saved(magics)
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

@@ -23,7 +23,7 @@ from .client import COMPLETIONS_PATH, redact_url
 from .connection import Connection
 from .conversation import Conversation, Turn
 from .images import DEFAULT_MAX_SIDE, user_message
-from .messages import Message
+from .messages import Context, Message
 from .params import GUIDED, translate_guided, validate
 from .response import Response
 from .structured import OLD_FIELDS, Constraint, constraint
@@ -89,6 +89,7 @@ class Chat:
         grammar: str | None = None,
         shape: Constraint | None = None,
         images: Sequence[Any] = (),
+        context: str = "",
         tools: Any = None,
         tool_choice: str = "auto",
         max_rounds: int = 8,
@@ -105,7 +106,9 @@ class Chat:
         ``"name str, age int"``), ``choice``, ``regex`` or ``grammar`` ask for a structured answer
         (or a prebuilt ``shape``): the turn's ``.value`` is then the validated value.
         ``images`` go with the prompt: PIL images, matplotlib Figures, numpy arrays, image bytes, file
-        paths or http(s) URLs (see :func:`~vllm_magic.images.to_image`).
+        paths or http(s) URLs (see :func:`~vllm_magic.images.to_image`). ``context`` (e.g. variables described
+        by :mod:`~vllm_magic.context`) is sent before the prompt in the same message, under "Context from the
+        notebook:", and kept in the turn apart from the prompt.
 
         ``tools`` (functions, :class:`~vllm_magic.tools.Tool` objects, or names registered with
         ``@tool``) may be called by the model: each call runs here and its result is sent back, until
@@ -129,6 +132,8 @@ class Chat:
                              f"{self.connection.version()} ignores the old guided_* fields.")
         turns = self.conversation.turns[:-1] if _replace_last else self.conversation.turns
         user = user_message(prompt, list(images), self.image_max_side)
+        if context:
+            user.parts.insert(0, Context(context))
         body["messages"] = self.conversation.messages(user, turns=turns if record else [],
                                                       send_reasoning=self.send_reasoning)
         mode = "replace" if _replace_last else ("add" if record else None)
@@ -147,14 +152,15 @@ class Chat:
         return response.turn
 
     def retry(self, **kwargs: Any) -> Response:
-        """Ask the last prompt (with its images) again; the new answer replaces the last turn once it arrives.
+        """Ask the last prompt (with its images and context) again; the new answer replaces the last turn
+        once it arrives.
 
         Until then the old turn stays, so a retry that fails leaves the history as it was.
         """
         if not self.conversation.turns:
             raise errors.ConfigError("There is no turn to retry yet.", "Send a prompt first.")
         last = self.conversation.turns[-1].user
-        return self.stream(last.text, images=last.images, _replace_last=True, **kwargs)
+        return self.stream(last.text, images=last.images, context=last.context, _replace_last=True, **kwargs)
 
     def complete(self, prompt: str, *, model: str | None = None, **params: Any) -> Response:
         """Start a completion: a base model continues ``prompt`` as written (``/v1/completions``: no

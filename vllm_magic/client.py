@@ -117,6 +117,7 @@ class Client:
         )
         self._transport = transport
         self.header_names = tuple(headers or ())
+        self._secret_headers = {"authorization", *(name.lower() for name in self.header_names)}
         headers = {**(headers or {}), **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
         self._tls = httpx.create_ssl_context()  # made once (~20 ms): batch jobs' pools share it
         self._http = httpx.Client(
@@ -137,9 +138,18 @@ class Client:
         """Ask the credentials (again) and use what they give from now on; returns the headers."""
         given = self._credentials()  # type: ignore[misc]
         headers = {"Authorization": f"Bearer {given}"} if isinstance(given, str) else dict(given)
+        self._secret_headers.update(name.lower() for name in headers)
         for http in (self._http, *self._ahttp.values()):
             http.headers.update(headers)
         return headers
+
+    def is_secret(self, text: str) -> bool:
+        """Whether ``text`` would give a credential away: it equals the value of a header sent with every
+        request (the API key, a gateway's headers, what ``credentials`` gave) or holds the API key. Says
+        only yes or no, so the notebook's context can be filtered without the secrets leaving the client."""
+        values = {value for name, value in self._http.headers.items() if name.lower() in self._secret_headers}
+        key = self._http.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return bool(text) and (text in values or bool(key) and key in text)
 
     def _reauthorized(self, request: httpx.Request, response: httpx.Response) -> bool:
         """After a 401, fresh credentials once per request: True when the request should go again."""

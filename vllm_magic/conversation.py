@@ -64,6 +64,9 @@ class Turn:
     samples: list[str] | None = None
     """Every sample's text when several were asked for (``n`` > 1); the answer is sample :attr:`picked`."""
     picked: int = 0
+    cell: int | None = None
+    """The execution count of the notebook cell that made the turn (``In [7]``); None from the panel,
+    the sidebar or Python, and in files saved before turns knew their cell."""
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     @classmethod
@@ -260,15 +263,21 @@ class Conversation:
         """Read a saved conversation (format version 2, or 1 from earlier releases)."""
         path = Path(path).expanduser()
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            read = {FORMAT: Turn.from_dict, FORMAT_V1: Turn.from_v1}.get(data.get("format"))
-            if read is None:
-                raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
-            conversation = cls(system=data.get("system"), name=data.get("name", "default"))
-            conversation.turns = [read(turn) for turn in data["turns"]]
+            conversation = cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise ConfigError(f"There is no file {str(path)!r}.", hint="check_path") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"{str(path)!r} is not a saved vllm_magic conversation ({exc}).",
                               hint="not_a_conversation") from None
+        return conversation
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Conversation:
+        """A conversation from its saved form (:meth:`to_dict`, or format version 1); a malformed one
+        raises ValueError, KeyError, TypeError or AttributeError."""
+        read = {FORMAT: Turn.from_dict, FORMAT_V1: Turn.from_v1}.get(data.get("format"))
+        if read is None:
+            raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
+        conversation = cls(system=data.get("system"), name=data.get("name", "default"))
+        conversation.turns = [read(turn) for turn in data["turns"]]
         return conversation

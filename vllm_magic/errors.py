@@ -97,6 +97,16 @@ PYTHON_FIXES: dict[str, str] = {
     "duplicate_tool": "Give one of them another name with `@tool(name=...)`.",
     "no_samples": "Ask for several with `chat.ask(prompt, n=3, seed=1)`, then `turn.pick(I)`.",
     "tool_choice": "Pass `tool_choice=` auto, required, none, json or a tool's name, and `max_rounds=` of 1 or more.",
+    "context_names": "Pass the names of variables separated by commas, e.g. `\"df,model,x\"`.",
+    "context_name": "Define {name} in the namespace described, or leave it out.",
+    "history_missing": "Refer to a cell that ran in this IPython session, by the number of its `In [N]` prompt.",
+    "no_notebook": "Name the file: `Session(autosave_file=PATH)`, or load one with `Conversation.load(PATH)`.",
+    "nothing_saved": "A session saves its conversations there after each change while `autosave` is on.",
+    "restore_replaces": "`session.restore(force=True)` replaces them; `session.undo_load(NAME)` then brings one back.",
+    "autosave_failed": "Make its folder writable, name another file with `session.autosave_file = PATH`, or turn "
+                       "saving off with `session.autosave = False`.",
+    "bad_saved_file": "Move it away (it is replaced at the next save), or name another file with "
+                      "`session.autosave_file = PATH`.",
 }
 """How a Python script is told to fix each hinted error."""
 

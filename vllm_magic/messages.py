@@ -17,6 +17,14 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Context:
+    """What the notebook told the model with a prompt (``%%chat --context``, ``%vllm fix``): sent before
+    the prompt in the same message, and kept apart from it, so the prompt stays as the user typed it."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Reasoning:
     """The model's thinking (vLLM's ``reasoning``), kept apart from the answer."""
 
@@ -71,9 +79,10 @@ class JSON:
     value: Any = None
 
 
-Part = Union[Text, Reasoning, Image, ImageRef, ToolCall, ToolResult, JSON]
-PART_TYPES: dict[str, type] = {cls.__name__: cls for cls in (Text, Reasoning, Image, ImageRef, ToolCall, ToolResult,
-                                                             JSON)}
+Part = Union[Text, Context, Reasoning, Image, ImageRef, ToolCall, ToolResult, JSON]
+PART_TYPES: dict[str, type] = {cls.__name__: cls for cls in (Text, Context, Reasoning, Image, ImageRef, ToolCall,
+                                                             ToolResult, JSON)}
+CONTEXT_HEADING = "Context from the notebook:"
 
 
 @dataclass
@@ -92,6 +101,16 @@ class Message:
         return "".join(p.text for p in self.parts if isinstance(p, (Text, JSON)))
 
     @property
+    def context(self) -> str:
+        """The notebook's context sent with the message ("" when none)."""
+        return "".join(p.text for p in self.parts if isinstance(p, Context))
+
+    @property
+    def sent_text(self) -> str:
+        """The text as the server gets it: the context under its heading, then the message's text."""
+        return f"{CONTEXT_HEADING}\n\n{self.context}\n\n{self.text}" if self.context else self.text
+
+    @property
     def reasoning(self) -> str:
         return "".join(p.text for p in self.parts if isinstance(p, Reasoning))
 
@@ -105,11 +124,11 @@ class Message:
         wire: dict[str, Any] = {"role": self.role}
         images = [p for p in self.parts if isinstance(p, Image)]
         if images:
-            content: Any = [{"type": "text", "text": self.text}] if self.text else []
+            content: Any = [{"type": "text", "text": self.sent_text}] if self.sent_text else []
             content += [{"type": "image_url", "image_url": {"url": p.url, **({"detail": p.detail} if p.detail else {})}}
                         for p in images]
         else:
-            content = self.text
+            content = self.sent_text
         wire["content"] = content
         calls = [p for p in self.parts if isinstance(p, ToolCall)]
         if calls:

@@ -96,4 +96,18 @@ NOTEBOOK_FIXES: dict[str, str] = {
     "duplicate_tool": "Give one of them another name with `@tool(name=...)`, then name both in `%%chat --tools f,g`.",
     "no_samples": "Ask for several with `%%chat --n 3 --seed 1`, then `%vllm pick I`.",
     "tool_choice": "Use `--tool-choice` auto, required, none, json or a tool's name, and `--max-rounds` of 1 or more.",
+    "context_names": "Write e.g. `%%chat --context df,model,x`; for an expression, give it a name in a cell first.",
+    "context_name": "Define {name} in a cell run before this one, or leave it out of `--context`.",
+    "history_missing": "Use the number of a cell's `In [N]` prompt (`%history -n` lists them); `{{Err}}` is the last "
+                       "error, and errors are recorded from `%load_ext vllm_magic` on.",
+    "no_notebook": "Name a file with `%config VLLMMagics.autosave_file = 'PATH'`, or load one saved with "
+                   "`%vllm save` by `%vllm load PATH`.",
+    "nothing_saved": "The notebook's conversations are saved there after every turn while "
+                     "`%config VLLMMagics.autosave` is True (the default).",
+    "restore_replaces": "`%vllm restore --force` replaces them; `%vllm load --undo -c NAME` then brings one back.",
+    "autosave_failed": "Make the notebook's folder writable, name another file with "
+                       "`%config VLLMMagics.autosave_file = 'PATH'`, or turn saving off with "
+                       "`%config VLLMMagics.autosave = False`.",
+    "bad_saved_file": "Move it away (the next turn replaces it), or name another file with "
+                      "`%config VLLMMagics.autosave_file = 'PATH'`.",
 }

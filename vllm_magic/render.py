@@ -40,6 +40,9 @@ CSS = """<style>
 .vllm-magic .vm-tool{border:1px solid var(--jp-border-color2,#ddd);border-radius:4px;padding:.2em .6em;margin:.3em 0;font-size:.9em}
 .vllm-magic .vm-tool summary{cursor:pointer}
 .vllm-magic .vm-tool pre{margin:.3em 0;white-space:pre-wrap;max-height:20em;overflow:auto}
+.vllm-magic .vm-context{color:var(--jp-ui-font-color2,#777);font-size:.9em}
+.vllm-magic .vm-context summary{cursor:pointer}
+.vllm-magic .vm-context pre{white-space:pre-wrap;max-height:20em;overflow:auto}
 .vllm-magic-footer{color:var(--jp-ui-font-color2,#777);font-size:.85em;margin-top:.3em}
 .vllm-magic-footer .vm-warn{color:var(--jp-warn-color0,#b58900)}
 .vllm-magic .highlight .k,.vllm-magic .highlight .kn,.vllm-magic .highlight .kd,.vllm-magic .highlight .kc,
@@ -95,6 +98,11 @@ def _markdown() -> MarkdownIt:
 def markdown_to_html(text: str) -> str:
     """Render Markdown to sanitized HTML (no raw HTML, no script links)."""
     return _markdown().render(text)
+
+
+def code_blocks(text: str) -> list[str]:
+    """The fenced code blocks of Markdown ``text``, in order, as their code."""
+    return [token.content for token in _markdown().parse(text) if token.type == "fence"]
 
 
 _CLOSING_TAGS = re.compile(r"(?:</[a-z0-9]+>\s*)+$")
@@ -333,30 +341,48 @@ def image_lines(message: Message) -> list[str]:
     return [f"[image: {describe(part)}]" for part in message.images]
 
 
+def context_html(message: Message) -> str:
+    """The notebook's context sent with a message, folded ("" when none)."""
+    if not message.context:
+        return ""
+    return (f'<details class="vm-context"><summary>Context from the notebook ({len(message.context):,} characters)'
+            f"</summary><pre>{html.escape(message.context)}</pre></details>")
+
+
 def user_html(message: Message) -> str:
-    """The user's turn: its images as thumbnails, then its text rendered."""
-    return images_html(message) + markdown_to_html(message.text)
+    """The user's turn: its images as thumbnails, the notebook's context folded, then its text rendered."""
+    return images_html(message) + context_html(message) + markdown_to_html(message.text)
 
 
-def conversation_html(conversation: Conversation) -> str:
-    """The whole conversation, user and assistant turns told apart, for ``%vllm history``."""
+def cell_label(turn: Turn) -> str:
+    """``In [7]`` for the cell that made the turn; ``panel`` for a turn made without one (the panel, the
+    sidebar, or an older saved file)."""
+    return f"In [{turn.cell}]" if turn.cell is not None else "panel"
+
+
+def conversation_html(conversation: Conversation, cells: bool = False) -> str:
+    """The whole conversation, user and assistant turns told apart, for ``%vllm history``; with
+    ``cells``, each turn says which cell made it."""
     parts = [CSS, '<div class="vllm-magic">']
     if conversation.system:
         parts.append(f"<p><em>System:</em> {html.escape(conversation.system)}</p>")
     if not conversation.turns:
         parts.append("<p><em>No turns yet.</em></p>")
     for number, turn in enumerate(conversation.turns, 1):
-        parts.append(f"<h4>{number}. You</h4>{user_html(turn.user)}")
+        cell = f' <span class="vm-cell">\u00b7 {cell_label(turn)}</span>' if cells else ""
+        parts.append(f"<h4>{number}. You{cell}</h4>{user_html(turn.user)}")
         parts.append(f"<h4>{number}. {html.escape(turn.model)}</h4>{answer_html(turn)}")
     parts.append("</div>")
     return "".join(parts)
 
 
-def conversation_text(conversation: Conversation) -> str:
+def conversation_text(conversation: Conversation, cells: bool = False) -> str:
     lines = [f"System: {conversation.system}"] if conversation.system else []
     if not conversation.turns:
         lines.append("No turns yet.")
     for number, turn in enumerate(conversation.turns, 1):
-        lines += [f"--- {number}. You", *image_lines(turn.user), turn.prompt,
+        context = [f"[context from the notebook: {len(turn.user.context):,} characters]"] if turn.user.context else []
+        cell = f" \u00b7 {cell_label(turn)}" if cells else ""
+        lines += [f"--- {number}. You{cell}", *image_lines(turn.user), *context, turn.prompt,
                   f"--- {number}. {turn.model}", turn.text, f"[{footer_text(turn)}]"]
     return "\n".join(lines)

@@ -60,6 +60,8 @@ class Response:
         self.turn: Turn | None = None
         self.notes: list[str] = []
         """What the user should know about the request (e.g. fields translated for this server)."""
+        self.cell: int | None = None
+        """The execution count of the notebook cell that asked, kept on the recorded turn."""
 
     @property
     def prompt(self) -> str:
@@ -262,6 +264,7 @@ class Response:
         self._record(turn)
 
     def _record(self, turn: Turn) -> None:
+        turn.cell = self.cell
         self.turn = turn
         if self._mode == "add":
             self._conversation.add(turn)

@@ -1,5 +1,7 @@
 """The Session: one kernel's (or script's) connections, named conversations, default params and
-settings, shared by every view (cells, the panel, the sidebar) and observable by them.
+settings, shared by every view (cells, the panel, the sidebar) and observable by them. In a notebook
+it saves the conversations beside it after every change and restores them after a kernel restart
+(see :mod:`.notebook_store`).
 
 Nothing here knows IPython: the magics copy their configured settings here and call these methods;
 views observe ``params`` and ``connection`` (traitlets) instead of being refreshed by hand.
@@ -8,12 +10,14 @@ views observe ``params`` and ``connection`` (traitlets) instead of being refresh
 from __future__ import annotations
 
 import getpass
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from traitlets import Bool, Dict, Float, HasTraits, Instance, Int, Unicode, observe
 
-from . import errors
+from . import errors, notebook_store
 from .chat import Chat
 from .connection import Connection, env_api_key, env_base_url
 from .client import Client, normalize_base_url
@@ -29,8 +33,16 @@ AskKey = Callable[[str], str]
 """Asks the user for a key, given the prompt; raises :class:`errors.AuthError` where it cannot."""
 
 
+Warn = Callable[[errors.VLLMError], None]
+"""Tells the user of a failure that stops nothing (an autosave that could not be written)."""
+
+
 def ask_key_with_getpass(prompt: str) -> str:
     return getpass.getpass(prompt)
+
+
+def warn_with_warnings(error: errors.VLLMError) -> None:
+    warnings.warn(error.message, RuntimeWarning, stacklevel=3)
 
 
 class Session(HasTraits):
@@ -62,14 +74,31 @@ class Session(HasTraits):
                               "(0: never shrunk).")
     save_images = Bool(True, help="Saved conversations hold the images sent (as data URLs); False keeps only "
                                   "each image's hash and size.")
+    autosave = Bool(True, help="Save the notebook's conversations beside it (.NAME.ipynb.vllm-chat.json) after "
+                               "every change, for a restarted kernel to restore.")
+    autorestore = Bool(False, help="Restore the notebook's saved conversations as the extension loads, instead "
+                                   "of offering to.")
+    autosave_file = Unicode(None, allow_none=True,
+                            help="Where autosave writes and restore reads (default: beside the notebook the "
+                                 "kernel runs; outside a notebook, nowhere).")
+    context_budget = Int(2000, min=100, help="Characters at most per variable described for `%%chat --context` "
+                                             "(and per cell source or traceback for `%vllm fix`).")
 
     connection = Instance(Connection, allow_none=True)
     embeddings = Instance(Connection, allow_none=True, help="Set by connect(embeddings_url=...); None: the chat server.")
 
-    def __init__(self, ask_key: AskKey = ask_key_with_getpass, **settings: Any) -> None:
+    def __init__(self, ask_key: AskKey = ask_key_with_getpass, *, notebook: Path | None = None,
+                 warn: Warn = warn_with_warnings, **settings: Any) -> None:
         super().__init__(**settings)
         self.ask_key = ask_key
+        self.notebook = notebook
+        """The notebook the kernel runs (see :func:`~vllm_magic.notebook_store.notebook_path`); autosave
+        writes beside it."""
+        self.warn = warn
+        self.conversations: dict[str, Conversation] = {}
+        """Every conversation by name; ``chats`` holds those a request was made on."""
         self.chats: dict[str, Chat] = {}
+        self._saved: list[Conversation] | None = None  # what the file held before this session wrote it
         self._typed_keys: dict[str, str] = {}  # root URL -> a key typed in this session (memory only)
         self._replaced: dict[str, Conversation] = {}  # name -> what the last load replaced
 
@@ -183,8 +212,7 @@ class Session(HasTraits):
         """The named conversation (created on first use), on the current connection."""
         connection = self.current_connection()
         if name not in self.chats:
-            self.chats[name] = Chat(connection=connection,
-                                    conversation=Conversation(system=self.system_prompt, name=name))
+            self.chats[name] = Chat(connection=connection, conversation=self.conversation(name))
             for setting in CHAT_SETTINGS:
                 setattr(self.chats[name], setting, getattr(self, setting))
         return self.chats[name]
@@ -194,12 +222,19 @@ class Session(HasTraits):
         for chat in self.chats.values():
             setattr(chat, change["name"], change["new"])
 
+    def conversation(self, name: str = DEFAULT) -> Conversation:
+        """The named conversation (made on first use, and saved by autosave); needs no connection."""
+        if name not in self.conversations:
+            self.conversations[name] = Conversation(system=self.system_prompt, name=name)
+            self.conversations[name].on_change(self._autosave)
+        return self.conversations[name]
+
     def existing_chat(self, name: str = DEFAULT) -> Chat:
         """A conversation that exists (the default one always does)."""
-        if name in self.chats or name == DEFAULT:
+        if name in self.conversations or name == DEFAULT:
             return self.chat(name)
         raise errors.ConfigError(f"There is no conversation named {name!r}.", hint="no_conversation",
-                                 name=name, existing=", ".join(self.chats) or "none")
+                                 name=name, existing=", ".join(self.conversations) or "none")
 
     def load(self, name: str, path: str) -> tuple[Conversation, Conversation | None]:
         """Load a saved conversation into ``name``; return it and what it replaced (if it had turns).
@@ -207,22 +242,82 @@ class Session(HasTraits):
         What was replaced is kept, so :meth:`undo_load` can bring it back.
         """
         loaded = Conversation.load(path)
-        conversation = self.existing_chat(name).conversation
+        return loaded, self._take(self.existing_chat(name).conversation, loaded)
+
+    def _take(self, conversation: Conversation, loaded: Conversation) -> Conversation | None:
+        """Put ``loaded``'s turns in ``conversation``; return what it had (if any turns), kept for :meth:`undo_load`."""
         replaced = None
         if len(conversation):
-            replaced = Conversation(system=conversation.system, name=name)
+            replaced = Conversation(system=conversation.system, name=conversation.name)
             replaced.replace_with(conversation)
-            self._replaced[name] = replaced
+            self._replaced[conversation.name] = replaced
         conversation.replace_with(loaded)
-        return loaded, replaced
+        return replaced
 
     def undo_load(self, name: str) -> Conversation:
         if name not in self._replaced:
             raise errors.ConfigError(f"No load replaced conversation {name!r} in this session.",
                                      hint="nothing_to_undo_load")
         replaced = self._replaced.pop(name)
-        self.existing_chat(name).conversation.replace_with(replaced)
+        self.conversation(name).replace_with(replaced)
         return replaced
+
+    # -- the notebook's conversations, saved beside it ---------------------------------------------
+
+    @property
+    def saved_file(self) -> Path | None:
+        """Where autosave writes and :meth:`restore` reads: ``autosave_file``, else beside the notebook."""
+        if self.autosave_file:
+            return Path(self.autosave_file).expanduser()
+        return notebook_store.sidecar_path(self.notebook) if self.notebook else None
+
+    @observe("autosave_file")
+    def _saved_file_changed(self, change: dict[str, Any]) -> None:
+        self._saved = None
+
+    def saved(self) -> list[Conversation]:
+        """The conversations with turns that the saved file held before this session first wrote it
+        (an earlier kernel's): read once, so the conversations of this one never hide them."""
+        if self._saved is None and self.saved_file is not None:
+            self._saved = [c for c in notebook_store.read(self.saved_file) if len(c)]
+        return self._saved or []
+
+    def restore(self, force: bool = False) -> list[tuple[Conversation, Conversation | None]]:
+        """Bring back the notebook's saved conversations (see :meth:`saved`); return each with what it replaced.
+
+        A conversation of this session that has turns is replaced only with ``force``, and then
+        :meth:`undo_load` brings it back.
+        """
+        saved = self.saved()
+        if not saved:
+            raise self._nothing_saved()
+        busy = [(c, self.conversations[c.name]) for c in saved if len(self.conversations.get(c.name, ()))]
+        if busy and not force:
+            replaced = "; ".join(f"{old.name!r} ({len(old)} turns) by its saved {len(new)} turns"
+                                 for new, old in busy)
+            raise errors.ConfigError(f"Restoring would replace {replaced}.", hint="restore_replaces")
+        return [(c, self._take(self.conversation(c.name), c)) for c in saved]
+
+    def _nothing_saved(self) -> errors.ConfigError:
+        if self.saved_file is None:
+            return errors.ConfigError("This kernel runs no notebook that vllm_magic knows of (JPY_SESSION_NAME "
+                                      "names none), so nothing is saved beside one.", hint="no_notebook")
+        return errors.ConfigError(f"{str(self.saved_file)!r} holds no saved conversation.", hint="nothing_saved")
+
+    def _autosave(self, changed: Conversation) -> None:
+        path = self.saved_file
+        if not self.autosave or path is None:
+            return
+        try:
+            self.saved()  # before the file is overwritten
+        except errors.ConfigError as exc:
+            self._saved = []  # an unreadable file is replaced by this session's conversations
+            self.warn(exc)
+        try:
+            notebook_store.write(path, self.conversations.values(), self.save_images)
+        except OSError as exc:
+            self.warn(errors.ConfigError(f"The conversation could not be saved to {str(path)!r} ({exc}).",
+                                         hint="autosave_failed"))
 
     # -- params ------------------------------------------------------------------------------
 

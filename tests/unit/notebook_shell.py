@@ -16,7 +16,7 @@ def ipython_shell() -> InteractiveShell:
     return start_ipython() or InteractiveShell.instance()
 
 
-ENV = ("VLLM_BASE_URL", "VLLM_API_KEY", "VLLM_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY")
+ENV = ("VLLM_BASE_URL", "VLLM_API_KEY", "VLLM_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "JPY_SESSION_NAME")
 
 
 class Shell:

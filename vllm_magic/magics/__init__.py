@@ -7,6 +7,7 @@ rendering live in the engine. ``%config VLLMMagics.<name>`` settings flow into t
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -15,16 +16,19 @@ from IPython.core.magic import Magics, cell_magic, line_cell_magic, magics_class
 from traitlets import Bool, Dict, Float, Int, Unicode, dlink
 
 from .. import errors
+from ..context import ErrorLog
 from ..images import remember_figure
+from ..notebook_store import notebook_path
 from ..session import Session, ask_key_with_getpass, set_current_session
-from . import commands, complete, data  # noqa: F401 - they register the %vllm commands
+from . import commands, complete, data, fix, restore  # noqa: F401 - they register the %vllm commands
 from .cell import chat_options, run_cell
 from .registry import run_line, synopsis, takes_cell
 from ..notebook_fixes import NOTEBOOK_FIXES
 
 SETTINGS = ("base_url", "model", "embedding_model", "api_key_env", "timeout", "headers", "credentials", "params",
             "system_prompt",
-            "render_rate", "show_reasoning", "send_reasoning", "image_max_side", "save_images")
+            "render_rate", "show_reasoning", "send_reasoning", "image_max_side", "save_images", "context_budget",
+            "autosave", "autorestore", "autosave_file")
 
 
 def in_notebook_words(method: Callable) -> Callable:
@@ -80,16 +84,23 @@ class VLLMMagics(Magics):
     send_reasoning = _trait_of_session("send_reasoning")
     image_max_side = _trait_of_session("image_max_side")
     save_images = _trait_of_session("save_images")
+    context_budget = _trait_of_session("context_budget")
+    autosave = _trait_of_session("autosave")
+    autorestore = _trait_of_session("autorestore")
+    autosave_file = _trait_of_session("autosave_file")
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        self.session = Session(ask_key=self._ask_key)
+        self.session = Session(ask_key=self._ask_key, notebook=notebook_path(), warn=self._warn)
         for name in SETTINGS:
             dlink((self, name), (self.session, name))
         self.shown_notes: set[str] = set()
         set_current_session(self.session)
+        self.error_log = ErrorLog(shell)
+        """The errors cells raise, for `%vllm fix` and ``{Err}``."""
         if shell is not None:
             _keep_figures(shell)
+            self.error_log.attach()
 
     def _ask_key(self, prompt: str) -> str:
         try:
@@ -100,6 +111,9 @@ class VLLMMagics(Magics):
                 "this kernel cannot prompt for one.",
                 hint="cannot_ask_key",
             ) from None
+
+    def _warn(self, error: errors.VLLMError) -> None:
+        print(f"vllm_magic: {error.speak(NOTEBOOK_FIXES).message}", file=sys.stderr)
 
     # Templates and regexes must arrive as written: IPython would expand {column} and {3} in the line.
     @no_var_expand

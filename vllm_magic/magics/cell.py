@@ -11,10 +11,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from .. import errors
+from ..context import NotebookHistory, Piece, describe_variables, fit, session_secrets
 from ..conversation import Turn
 from ..images import current_figure
 from ..messages import Message
-from ..render import image_lines, images_html, markdown_to_html
+from ..render import code_blocks, image_lines, images_html, markdown_to_html
 from ..response import Response, drive
 from ..structured import constraint, plain
 from ..toolloop import ask_in_terminal
@@ -71,6 +72,12 @@ def chat_options(magic: Callable) -> Callable:
                  help="Send an image with the prompt (repeatable): a PIL image, matplotlib Figure, numpy array, "
                       "bytes, file path or http(s) URL from the notebook, or a file path or URL as written."),
         argument("--plot", action="store_true", help="Send the current matplotlib figure (the last one drawn)."),
+        argument("--context", metavar="NAMES",
+                 help="Describe these variables of the notebook to the model before the prompt (df,model,x): shape, "
+                      "dtypes, null counts and first rows of a DataFrame, an array's summary, else type and repr; "
+                      "each within VLLMMagics.context_budget characters, secrets withheld."),
+        argument("--code", type=int, nargs="?", const=1, metavar="N",
+                 help="Put the answer's first fenced code block (or the N-th) into a new cell below, not run."),
     ]
     for option in reversed(options):
         magic = option(magic)
@@ -84,10 +91,14 @@ def run_cell(magics: VLLMMagics, line: str, cell: str) -> None:
     prompt = cell.strip("\n")
     if not prompt.strip():
         raise UsageError("The cell has no prompt: write the message on the lines below `%%chat`.")
-    if args.interpolate:
-        prompt = interpolate(prompt, magics.shell.user_ns)
+    if args.code is not None and args.code < 1:
+        raise UsageError(f"--code takes the number of a code block, from 1 (not {args.code}).")
     session = magics.session
     chat = session.chat(args.conversation)
+    namespace = magics.shell.user_ns
+    if args.interpolate:
+        history = NotebookHistory(magics.shell, magics.error_log, session_secrets(session))
+        prompt = interpolate(prompt, namespace, history.lookup)
     params = cell_params(magics, chat, args, n=args.n, seed=args.seed)
     if args.logprobs is not None:
         params.update(logprobs=True, top_logprobs=args.logprobs)
@@ -96,17 +107,24 @@ def run_cell(magics: VLLMMagics, line: str, cell: str) -> None:
     if args.system is not None:
         chat.conversation.set_system(args.system)
     shape = constraint(json=args.json, schema=args.schema, choice=args.choice, regex=args.regex,
-                       grammar=args.grammar, namespace=magics.shell.user_ns)
-    tools = resolve(args.tools, magics.shell.user_ns) if args.tools else None
-    response = chat.stream(prompt, model=args.model, record=not args.once, think=args.think, shape=shape,
-                           images=cell_images(args, magics.shell.user_ns), tools=tools,
-                           tool_choice=args.tool_choice, max_rounds=args.max_rounds,
-                           confirm=ask_in_terminal if args.confirm else None, **params)
-    turn = show(magics, response, raw=args.raw, show_reasoning=not args.no_reasoning)
+                       grammar=args.grammar, namespace=namespace)
+    tools = resolve(args.tools, namespace) if args.tools else None
+    images = cell_images(args, namespace)
+    pieces = describe_variables(args.context, namespace, session.context_budget,
+                                session_secrets(session)) if args.context else []
+
+    def ask(context: str) -> Response:
+        return chat.stream(prompt, model=args.model, record=not args.once, think=args.think, shape=shape,
+                           images=images, context=context, tools=tools, tool_choice=args.tool_choice,
+                           max_rounds=args.max_rounds, confirm=ask_in_terminal if args.confirm else None, **params)
+
+    turn = show_with_context(magics, chat, pieces, ask, raw=args.raw, show_reasoning=not args.no_reasoning)
     if shape is not None and turn is not None and shape.kind in ("json", "schema"):
         show_value(turn.value)
     if args.out:
-        magics.shell.user_ns[args.out] = (turn.value if shape else turn.text) if turn else None
+        namespace[args.out] = (turn.value if shape else turn.text) if turn else None
+    if args.code is not None:
+        put_code(magics.shell, turn, args.code)
 
 
 def cell_images(args: Namespace, namespace: dict[str, Any]) -> list[Any]:
@@ -138,8 +156,33 @@ def cell_params(magics: VLLMMagics, chat: Chat, args: Namespace, **overrides: An
     return params
 
 
+def show_with_context(magics: VLLMMagics, chat: Chat, pieces: list[Piece], ask: Callable[[str], Response],
+                      **view: bool) -> Turn | None:
+    """Ask with as much of the context ``pieces`` as fits the model's window (one line says what was left
+    out), then :func:`show` the answer with ``view``'s options."""
+    response, note = fit(pieces, ask, chat.connection.client)
+    if note:
+        print(note)
+    return show(magics, response, **view)
+
+
+def put_code(shell: Any, turn: Turn | None, number: int) -> None:
+    """The answer's ``number``-th fenced code block (from 1) into a new cell below, not run; else one line
+    saying there is none."""
+    blocks = code_blocks(turn.text) if turn is not None else []
+    if len(blocks) < number:
+        found = f"{len(blocks)} fenced code block{'s' if len(blocks) > 1 else ''}, not {number}" if blocks \
+            else "no fenced code block"
+        print(f"The answer has {found}, so no cell was added.")
+        return
+    shell.set_next_input(blocks[number - 1].rstrip("\n"), replace=False)
+
+
 def show(magics: VLLMMagics, response: Response, raw: bool = False, show_reasoning: bool = True) -> Turn | None:
     """Stream ``response`` into the cell's output; return the recorded turn. Errors keep what arrived."""
+    # The turn remembers its cell for `%vllm history --cells`: the running cell's In [N] is the displayhook's
+    # count (execution_count already names the next cell while one runs, since IPython 9).
+    response.cell = magics.shell.displayhook.prompt_count
     for note in response.notes:
         if note not in magics.shown_notes:
             magics.shown_notes.add(note)

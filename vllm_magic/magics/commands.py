@@ -97,15 +97,17 @@ def usage(magics: VLLMMagics, args: argparse.Namespace) -> Any:  # -> pandas.Dat
     return magics.session.existing_chat(args.conversation).usage()
 
 
-@command("history", "the conversation so far", CONVERSATION)
+@command("history", "the conversation so far", CONVERSATION,
+         arg("--cells", action="store_true",
+             help="name the cell that made each turn: In [N], or panel for the panel and the sidebar"))
 def history(magics: VLLMMagics, args: argparse.Namespace) -> None:
     conversation = magics.session.existing_chat(args.conversation).conversation
     if in_kernel(magics.shell):
         from IPython.display import HTML, display
 
-        display(HTML(conversation_html(conversation)))
+        display(HTML(conversation_html(conversation, cells=args.cells)))
     else:
-        print(conversation_text(conversation))
+        print(conversation_text(conversation, cells=args.cells))
 
 
 @command("pick", "keep sample I of the last turn's samples (%%chat --n N) as its answer", CONVERSATION,
@@ -147,9 +149,10 @@ def tools(magics: VLLMMagics, args: argparse.Namespace) -> None:
          arg("--all", action="store_true", help="every conversation"))
 def reset(magics: VLLMMagics, args: argparse.Namespace) -> None:
     session = magics.session
-    targets = list(session.chats.values()) if args.all else [session.existing_chat(args.conversation)]
-    for chat in targets:
-        chat.reset()
+    targets = (list(session.conversations.values()) if args.all
+               else [session.existing_chat(args.conversation).conversation])
+    for conversation in targets:
+        conversation.reset()
     print(f"Conversation{'s' if len(targets) > 1 else ''} cleared.")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 import string
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -56,8 +57,12 @@ def evaluate(expression: str, namespace: dict[str, Any], command: str, what: str
         ) from None
 
 
-def interpolate(template: str, namespace: dict[str, Any]) -> str:
-    """Expand ``{expr}`` (with optional ``!r`` and ``:spec``) from ``namespace``; ``{{`` is a brace."""
+def interpolate(template: str, namespace: dict[str, Any],
+                lookup: Callable[[str], str | None] = lambda field: None) -> str:
+    """Expand ``{expr}`` (with optional ``!r`` and ``:spec``) from ``namespace``; ``{{`` is a brace.
+
+    ``lookup(field)`` is asked first: the text of a field it knows (``{In[3]}``, ``{Err}``), else None.
+    """
     out: list[str] = []
     try:
         parsed = list(string.Formatter().parse(template))
@@ -70,17 +75,23 @@ def interpolate(template: str, namespace: dict[str, Any]) -> str:
         out.append(literal)
         if field is None:
             continue
-        try:
-            value = eval(field, namespace)  # noqa: S307 - the user's own notebook expression
-        except Exception as exc:
-            raise errors.ConfigError(
-                f"--interpolate could not evaluate {{{field}}}: {type(exc).__name__}: {exc}.",
-                "Define the variable first, write a literal brace as {{ or }}, or drop --interpolate.",
-            ) from None
+        value = lookup(field)
+        if value is None:
+            value = _evaluate_field(field, namespace)
         if conversion:
             value = {"r": repr, "s": str, "a": ascii}[conversion](value)
         out.append(format(value, spec or ""))
     return "".join(out)
+
+
+def _evaluate_field(field: str, namespace: dict[str, Any]) -> Any:
+    try:
+        return eval(field, namespace)  # noqa: S307 - the user's own notebook expression
+    except Exception as exc:
+        raise errors.ConfigError(
+            f"--interpolate could not evaluate {{{field}}}: {type(exc).__name__}: {exc}.",
+            "Define the variable first, write a literal brace as {{ or }}, or drop --interpolate.",
+        ) from None
 
 
 def preview(text: str, width: int = 60) -> str:
