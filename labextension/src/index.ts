@@ -3,13 +3,15 @@ import { ICommandPalette } from '@jupyterlab/apputils';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 
+import { addCodeBlockButtons } from './codeblocks';
 import { commandRendererFactory } from './commandoutput';
 import { chatIcon } from './icon';
 import { ChatSidebar, OPEN_SIDEBAR_COMMAND } from './sidebar';
 
 /**
- * The "vLLM chat" right sidebar, its command (also in the palette), and the
- * renderer through which `%vllm sidebar` opens it from a notebook.
+ * The "vLLM chat" right sidebar, its command (also in the palette), the
+ * renderer through which `%vllm sidebar` opens it from a notebook, and the
+ * "Insert below" / "Copy" buttons of the code blocks in answers.
  */
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'vllm-magic-sidebar:plugin',
@@ -35,6 +37,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     // At activation, before any notebook clones the registry, so notebooks get it.
     rendermime.addFactory(commandRendererFactory(app.commands), 0);
+
+    addCodeBlockButtons(document.body, tracker);
   }
 };
 
