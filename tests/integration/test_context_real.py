@@ -32,3 +32,27 @@ def test_context_too_large_for_the_window_is_cut_with_a_note(ip: Shell, vllm_cha
     assert f"Context left out to fit tiny-chat's 512 tokens: big ({dropped:,} tokens)." in out
     assert turn.user.context == "small:\nint: 7" and turn.complete and 0 < turn.completion_tokens <= 16
     assert re.search(rf"tiny-chat \u00b7 {turn.prompt_tokens} \u2192 \d+ tokens", out)
+
+
+def test_the_context_notebook_runs_on_the_real_server(vllm_chat) -> None:
+    import os
+    from pathlib import Path
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    root = Path(__file__).resolve().parents[2]
+    notebook = nbformat.read(root / "notebooks" / "context.ipynb", as_version=4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "OPENAI_", "JPY_"))}
+    env.update(VLLM_BASE_URL=vllm_chat.base_url, VLLM_API_KEY=vllm_chat.api_key)
+    NotebookClient(notebook, kernel_name="python3", timeout=300,
+                   resources={"metadata": {"path": str(root / "notebooks")}}).execute(env=env)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert [e.ename for e in errors] == ["KeyError"], "only the cell meant to fail"
+    history = "".join(o.get("data", {}).get("text/html", "") for o in code[3].outputs)
+    assert "units" in history and "not-for-the-model" not in history and "withheld" in history
+    cells = "".join(o.get("data", {}).get("text/html", "") for o in code[-1].outputs)
+    assert cells.count("In [") == 2, "each turn names the cell that made it"
+    assert "KeyError" in cells and "prices" in cells, "the fix turn carries the failing cell and its traceback"
+    assert vllm_chat.api_key not in nbformat.writes(notebook)
