@@ -7,22 +7,24 @@ Every piece passes the secret filter: a variable whose name looks like a secret 
 nor a value (or a line of a cell or traceback) that would give away the session's API key or a
 header's value (:meth:`~vllm_magic.client.Client.is_secret`). :class:`ErrorLog` keeps the errors cells
 raise; :class:`NotebookHistory` answers ``{In[n]}``, ``{Out[n]}``, ``{Err[n]}`` and ``{Err}``. :func:`fit`
-counts the request exactly (vLLM's ``/tokenize``) and drops whole pieces, last first, until it fits.
+counts the request exactly (vLLM's ``/tokenize``) and drops context, oldest first, until it fits.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .lazy import instance_of
+from .messages import Context, Message
 from .tools import summarise
 
 if TYPE_CHECKING:
     from .client import Client
+    from .conversation import Turn
     from .response import Response
     from .session import Session
 
@@ -213,30 +215,53 @@ def error_pieces(error: RecordedError, budget: int, is_secret: IsSecret) -> list
 # --- fitting the model's window ---------------------------------------------------------------------
 
 
-def fit(pieces: list[Piece], ask: Callable[[str], Response], client: Client) -> tuple[Response, str | None]:
-    """The response to send (``ask(context)`` builds one) with as many ``pieces`` as fit the model's window,
-    and a note naming those left out (None when all fit).
+def fit(pieces: list[Piece], ask: Callable[[str], Response], client: Client,
+        history: Sequence[Turn] = ()) -> tuple[Response, str | None]:
+    """The response to send (``ask(context)`` builds one) with as much context as fits the model's window,
+    and a note naming what was left out (None when all fit).
 
     The whole request is counted exactly (``/tokenize`` with the chat template) with room for its
-    ``max_tokens`` (else for one token); while it would overflow, the last piece is dropped. When even
-    none fit, the request goes as is and the server's own context error applies. A server without
-    ``/tokenize`` (or failing it) is not checked. Without pieces nothing is counted.
+    ``max_tokens`` (else for one token). While it would overflow, the oldest context goes first: the
+    context earlier turns of ``history`` sent (this request only; the turns keep theirs), then this
+    prompt's ``pieces``, last first. When even none fit, the request goes as is and the server's own
+    context error applies. A server without ``/tokenize`` (or failing it) is not checked. Without pieces
+    nothing is counted.
     """
     response = ask(context_text(pieces))
     if not pieces:
         return response, None
     counted = _count(client, response)
+    earlier = _earlier_contexts(response, history)
     kept, left_out = list(pieces), []
-    while counted is not None and kept and counted[0] + response.body.get("max_tokens", 1) > counted[1]:
-        dropped = kept.pop()
-        smaller = ask(context_text(kept))
-        fewer = _count(client, smaller)
-        left_out.append(f"{dropped.name} ({counted[0] - fewer[0]:,} tokens)" if fewer else dropped.name)
-        response, counted = smaller, fewer
+    while counted is not None and (earlier or kept) and counted[0] + response.body.get("max_tokens", 1) > counted[1]:
+        if earlier:
+            number, index, plain = earlier.pop(0)
+            response.body["messages"][index] = plain
+            name = f"turn {number}'s context"
+        else:
+            name = kept.pop().name
+            response = ask(context_text(kept))
+            for _, index, plain in _earlier_contexts(response, history):  # all left out already
+                response.body["messages"][index] = plain
+        fewer = _count(client, response)
+        left_out.append(f"{name} ({counted[0] - fewer[0]:,} tokens)" if fewer else name)
+        counted = fewer
     if not left_out:
         return response, None
     limit = f"{response.model}'s {counted[1]:,} tokens" if counted else f"{response.model}'s window"
     return response, f"Context left out to fit {limit}: {', '.join(left_out)}."
+
+
+def _earlier_contexts(response: Response, history: Sequence[Turn]) -> list[tuple[int, int, dict[str, Any]]]:
+    """For each earlier turn that sent context, oldest first: its number, the index of its user message in
+    the request, and that message without the context."""
+    users = [i for i, m in enumerate(response.body["messages"][:-1]) if m.get("role") == "user"]
+    return [(number, index, _without_context(turn.user))
+            for number, (index, turn) in enumerate(zip(users, history), 1) if turn.user.context]
+
+
+def _without_context(message: Message) -> dict[str, Any]:
+    return Message(message.role, [p for p in message.parts if not isinstance(p, Context)]).to_wire()
 
 
 def _count(client: Client, response: Response) -> tuple[int, int] | None:

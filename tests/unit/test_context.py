@@ -324,3 +324,17 @@ def test_every_hint_the_module_gives_has_a_fix_in_both_views() -> None:
 
     assert hints == {"context_names", "context_name", "history_missing"}
     assert hints <= set(PYTHON_FIXES) and hints <= set(NOTEBOOK_FIXES)
+
+
+def test_earlier_turns_context_is_left_out_before_this_ones(ip: Shell, loopback: LoopbackServer) -> None:
+    """Each turn keeps the context it sent, and later requests send it again: the oldest goes first."""
+    ip.shell.user_ns.update(old=[f"an older line, number {i}" for i in range(400)], small=7)
+    ip.ok("%config VLLMMagics.context_budget = 1800")
+    first = ip.ok("%%chat --context old --max-tokens 16\nFirst")
+    assert "left out" not in first
+    out = ip.ok("%%chat --context small --max-tokens 16\nSecond")
+    assert re.search(r"Context left out to fit tiny-chat's 512 tokens: turn 1's context \(\d+ tokens\)\.", out)
+    sent = chat_bodies(loopback)[-1]["messages"]
+    assert sent[0] == {"role": "user", "content": "First"}, "the first turn's prompt goes without its context"
+    assert sent[-1]["content"].startswith("Context from the notebook") and "small" in sent[-1]["content"]
+    assert ip.turns[0].user.context, "the turn itself keeps what it sent"

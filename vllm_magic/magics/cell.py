@@ -160,7 +160,7 @@ def show_with_context(magics: VLLMMagics, chat: Chat, pieces: list[Piece], ask: 
                       **view: bool) -> Turn | None:
     """Ask with as much of the context ``pieces`` as fits the model's window (one line says what was left
     out), then :func:`show` the answer with ``view``'s options."""
-    response, note = fit(pieces, ask, chat.connection.client)
+    response, note = fit(pieces, ask, chat.connection.client, chat.history)
     if note:
         print(note)
     return show(magics, response, **view)
