@@ -19,7 +19,6 @@ from .errors import VLLMError
 from .messages import Message
 from .response import Response, drive
 from .session import Session
-from .tools import tool
 
 __all__ = [
     "Chat", "Client", "Connection", "Conversation", "MapStopped", "Message", "Response", "Session", "Turn",
@@ -29,11 +28,16 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    """``ask_each``, ``MapStopped`` and ``Written`` load on first use: `%load_ext vllm_magic` stays fast."""
+    """``ask_each``, ``MapStopped``, ``Written`` and ``tool`` load on first use: `%load_ext vllm_magic`
+    stays fast."""
     if name in ("ask_each", "MapStopped", "Written"):
         from . import mapping
 
         return getattr(mapping, name)
+    if name == "tool":
+        from .tools import tool
+
+        return tool
     raise AttributeError(f"module 'vllm_magic' has no attribute {name!r}")
 
 

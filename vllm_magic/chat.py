@@ -28,7 +28,6 @@ from .params import GUIDED, translate_guided, validate
 from .response import Response
 from .structured import OLD_FIELDS, Constraint, constraint
 from .toolloop import Confirm, ToolUse
-from .tools import resolve
 
 
 class Chat:
@@ -137,7 +136,11 @@ class Chat:
         body["messages"] = self.conversation.messages(user, turns=turns if record else [],
                                                       send_reasoning=self.send_reasoning)
         mode = "replace" if _replace_last else ("add" if record else None)
-        tool_use = ToolUse(resolve(tools), tool_choice, max_rounds, confirm) if tools else None
+        tool_use = None
+        if tools:
+            from .tools import resolve
+
+            tool_use = ToolUse(resolve(tools), tool_choice, max_rounds, confirm)
         response = Response(self.conversation, self.connection.client, user, body, mode, shape, tool_use)
         response.notes = notes
         return response

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from . import errors
 from .lazy import instance_of
 from .messages import Context, Message
-from .tools import summarise
 
 if TYPE_CHECKING:
     from .client import Client
@@ -94,6 +93,8 @@ def describe(value: Any, budget: int) -> str:
     JSON or the repr), then a DataFrame's null counts or a numeric array's min, max and mean."""
     facts = _facts(value)
     head = "" if _self_described(value) else f"{_type_name(value)}: "
+    from .tools import summarise
+
     body = summarise(value, max(budget - len(head) - len(facts), 0))
     return summarise(head + body + facts, budget)
 
@@ -207,6 +208,8 @@ def _missing(field: str, why: str) -> errors.ConfigError:
 def error_pieces(error: RecordedError, budget: int, is_secret: IsSecret) -> list[Piece]:
     """A failed cell for the model: its source, then its traceback (the end kept when it is cut)."""
     traceback = error.traceback if len(error.traceback) <= budget else "\u2026" + error.traceback[1 - budget:]
+    from .tools import summarise
+
     return [Piece(f"In[{error.count}] (the cell that failed)", withhold_lines(summarise(error.source, budget),
                                                                              is_secret)),
             Piece(f"Err[{error.count}] (its error)", withhold_lines(traceback, is_secret))]

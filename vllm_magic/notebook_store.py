@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +45,8 @@ def write(path: Path, conversations: Iterable[Conversation], image_data: bool = 
     """Replace ``path`` with the conversations, atomically (see :meth:`Conversation.save` for ``image_data``)."""
     data = {"format": FORMAT, "conversations": [c.to_dict(image_data) for c in conversations]}
     text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    import tempfile  # only when a notebook's conversations are written
+
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as file:

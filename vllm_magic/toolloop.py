@@ -22,11 +22,12 @@ import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from . import errors
 from .messages import Message, Text, ToolCall, ToolResult
-from .tools import Outcome, Tool, union_schema
+if TYPE_CHECKING:  # tools.py loads when a request has tools, not at `%load_ext`
+    from .tools import Outcome, Tool
 
 ToolCalling = NamedTuple("ToolCalling", [("call", ToolCall)])
 """A call is about to run (or to be confirmed)."""
@@ -75,6 +76,8 @@ class ToolUse:
         if self.mode == "json":
             if last or self.choice == "none":
                 return {}
+            from .tools import union_schema
+
             schema = union_schema(self._chosen() if forced else self.tools)
             if not forced:
                 schema = {**schema, "anyOf": [*schema["anyOf"], ANSWER_BRANCH]}
@@ -132,6 +135,8 @@ class ToolUse:
             yield ToolCalled(call, result)
 
     def _outcome(self, call: ToolCall) -> Outcome:
+        from .tools import Outcome
+
         tool = self.by_name.get(call.name)
         if tool is None:
             return Outcome(None, f"there is no tool named {call.name!r} (the tools are "

@@ -138,4 +138,4 @@ class VLLMMagics(Magics):
         run_cell(self, line, cell)
 
 
-VLLMMagics.vllm.__doc__ = synopsis()
+VLLMMagics.vllm.__doc__ = synopsis(usage=False)

@@ -19,7 +19,6 @@ from ..render import code_blocks, image_lines, images_html, markdown_to_html
 from ..response import Response, drive
 from ..structured import constraint, plain
 from ..toolloop import ask_in_terminal
-from ..tools import resolve
 from ..session import DEFAULT
 from ..sinks import CellSink, PlainSink
 from .notebook import in_kernel, interpolate, split_words
@@ -108,7 +107,11 @@ def run_cell(magics: VLLMMagics, line: str, cell: str) -> None:
         chat.conversation.set_system(args.system)
     shape = constraint(json=args.json, schema=args.schema, choice=args.choice, regex=args.regex,
                        grammar=args.grammar, namespace=namespace)
-    tools = resolve(args.tools, namespace) if args.tools else None
+    tools = None
+    if args.tools:
+        from ..tools import resolve  # loads pydantic-facing code only for a cell with tools
+
+        tools = resolve(args.tools, namespace)
     images = cell_images(args, namespace)
     pieces = describe_variables(args.context, namespace, session.context_budget,
                                 session_secrets(session)) if args.context else []

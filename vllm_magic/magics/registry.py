@@ -117,11 +117,14 @@ def _the_cell(found: Command, cell: str | None) -> str:
     return cell
 
 
-def synopsis() -> str:
+def synopsis(usage: bool = True) -> str:
+    """The commands, each with its usage line (building every parser: ``%vllm help``) or without it
+    (the magic's docstring, written as the extension loads)."""
     lines = ["Line: ``%vllm COMMAND ...``; cell: ``%%vllm [options]`` (the same as ``%%chat``), or "
              "``%%vllm complete [options]`` (a base model continues the cell's text).", "",
              "Commands::", ""]
-    lines += [f"  {c.synopsis()}" for c in COMMANDS.values()]
+    lines += [f"  {c.synopsis()}" if usage else f"  {'%%' if c.cell else '%'}vllm {c.name}: {c.summary}"
+              for c in COMMANDS.values()]
     lines += ["", "``%vllm help NAME`` or ``%vllm NAME -h`` shows a command's options; ``%%chat?`` the cell's."]
     return "\n".join(lines)
 
