@@ -60,6 +60,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext vllm_magic``: register ``%%chat``, ``%%vllm`` and ``%vllm``, and offer the notebook's
     conversations saved before a kernel restart (``%vllm restore``)."""
     from .magics import VLLMMagics
+    from .magics.metadata import mirror_to_metadata
     from .magics.restore import offer_saved
 
     magics = VLLMMagics(shell=ipython)
@@ -68,6 +69,7 @@ def load_ipython_extension(ipython: Any) -> None:
         del magics.magics["cell"]["chat"]
         print("vllm_magic: %%chat belongs to another extension here, so use %%vllm (same options).")
     ipython.register_magics(magics)
+    mirror_to_metadata(magics)
     offer_saved(magics)
 
 

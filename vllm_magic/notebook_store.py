@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
+from typing import Any
 from datetime import datetime
 from pathlib import Path
 
@@ -41,10 +42,22 @@ def sidecar_path(notebook: Path) -> Path:
     return notebook.with_name(f".{notebook.name}{SUFFIX}")
 
 
+def as_data(conversations: Iterable[Conversation], image_data: bool = True) -> dict[str, Any]:
+    """The conversations as saved (see :meth:`Conversation.save` for ``image_data``): the file's JSON,
+    and what the notebook's metadata holds."""
+    return {"format": FORMAT, "conversations": [c.to_dict(image_data) for c in conversations]}
+
+
+def from_data(data: Any) -> list[Conversation]:
+    """The conversations :func:`as_data` made; ValueError and the like for anything else."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"format is {data.get('format') if isinstance(data, dict) else data!r}, expected {FORMAT!r}")
+    return [Conversation.from_dict(conversation) for conversation in data["conversations"]]
+
+
 def write(path: Path, conversations: Iterable[Conversation], image_data: bool = True) -> None:
     """Replace ``path`` with the conversations, atomically (see :meth:`Conversation.save` for ``image_data``)."""
-    data = {"format": FORMAT, "conversations": [c.to_dict(image_data) for c in conversations]}
-    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    text = json.dumps(as_data(conversations, image_data), indent=1, ensure_ascii=False) + "\n"
     import tempfile  # only when a notebook's conversations are written
 
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -60,10 +73,7 @@ def write(path: Path, conversations: Iterable[Conversation], image_data: bool = 
 def read(path: Path) -> list[Conversation]:
     """The conversations saved in ``path`` (none when there is no such file)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
-            raise ValueError(f"format is {data.get('format')!r}, expected {FORMAT!r}")
-        return [Conversation.from_dict(conversation) for conversation in data["conversations"]]
+        return from_data(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return []
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

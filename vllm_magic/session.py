@@ -99,6 +99,11 @@ class Session(HasTraits):
         """Every conversation by name; ``chats`` holds those a request was made on."""
         self.chats: dict[str, Chat] = {}
         self._saved: list[Conversation] | None = None  # what the file held before this session wrote it
+        self.in_metadata: list[Conversation] = []
+        """The conversations the notebook's metadata holds (the JupyterLab extension tells the kernel):
+        restored when no file beside the notebook has any, e.g. for a notebook copied without it."""
+        self.mirrors: list[Callable[[dict[str, Any]], None]] = []
+        """Called with the saved conversations after each autosave: the notebook's metadata mirrors the file."""
         self._typed_keys: dict[str, str] = {}  # root URL -> a key typed in this session (memory only)
         self._replaced: dict[str, Conversation] = {}  # name -> what the last load replaced
 
@@ -280,7 +285,7 @@ class Session(HasTraits):
         (an earlier kernel's): read once, so the conversations of this one never hide them."""
         if self._saved is None and self.saved_file is not None:
             self._saved = [c for c in notebook_store.read(self.saved_file) if len(c)]
-        return self._saved or []
+        return self._saved or [c for c in self.in_metadata if len(c)]
 
     def restore(self, force: bool = False) -> list[tuple[Conversation, Conversation | None]]:
         """Bring back the notebook's saved conversations (see :meth:`saved`); return each with what it replaced.
@@ -318,6 +323,8 @@ class Session(HasTraits):
         except OSError as exc:
             self.warn(errors.ConfigError(f"The conversation could not be saved to {str(path)!r} ({exc}).",
                                          hint="autosave_failed"))
+        for mirror in self.mirrors:
+            mirror(notebook_store.as_data(self.conversations.values(), self.save_images))
 
     # -- params ------------------------------------------------------------------------------
 

@@ -5,13 +5,15 @@ import { IRenderMimeRegistry } from '@jupyterlab/rendermime';
 
 import { addCodeBlockButtons } from './codeblocks';
 import { commandRendererFactory } from './commandoutput';
+import { keepConversationsInMetadata } from './notebookmeta';
 import { chatIcon } from './icon';
 import { ChatSidebar, OPEN_SIDEBAR_COMMAND } from './sidebar';
 
 /**
  * The "vLLM chat" right sidebar, its command (also in the palette), the
- * renderer through which `%vllm sidebar` opens it from a notebook, and the
- * "Insert below" / "Copy" buttons of the code blocks in answers.
+ * renderer through which `%vllm sidebar` opens it from a notebook, the
+ * "Insert below" / "Copy" buttons of the code blocks in answers, and each
+ * notebook's conversations kept in its metadata.
  */
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'vllm-magic-sidebar:plugin',
@@ -39,6 +41,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     rendermime.addFactory(commandRendererFactory(app.commands), 0);
 
     addCodeBlockButtons(document.body, tracker);
+    keepConversationsInMetadata(tracker);
   }
 };
 

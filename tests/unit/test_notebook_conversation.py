@@ -245,3 +245,21 @@ def test_a_file_saved_before_turns_knew_their_cell_loads(ip: Shell, tmp_path: Pa
     assert Conversation.load(tmp_path / "old.json").turns[0].cell is None
     ip.ok(f"%vllm load {tmp_path / 'old.json'}")
     assert "--- 1. You \u00b7 panel\nold Q" in ip.ok("%vllm history --cells")
+
+
+# -- in the notebook's metadata (the JupyterLab extension's side is browser-tested) ------------------
+
+
+def test_every_save_is_mirrored_and_what_the_metadata_held_restores_without_the_file(
+        ip: Shell, loopback: LoopbackServer, notebook: Path) -> None:
+    kernel, _ = restart(ip)
+    mirrored: list[dict] = []
+    kernel.magics.session.mirrors.append(mirrored.append)
+    chat(kernel, loopback, "Q1", "A1")
+    assert mirrored[-1] == json.loads(sidecar(notebook).read_text(encoding="utf-8")), "the metadata mirrors the file"
+
+    sidecar(notebook).unlink()  # the notebook was copied elsewhere, with its metadata but not the file
+    kernel, _ = restart(ip)
+    kernel.magics.session.in_metadata = [Conversation.from_dict(c) for c in mirrored[-1]["conversations"]]
+    out = kernel.ok("%vllm restore")
+    assert "Restored 'default' (1 turn" in out and [t.text for t in kernel.turns] == ["A1"]
