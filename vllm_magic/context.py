@@ -169,20 +169,42 @@ class ErrorLog:
 
 class NotebookHistory:
     """``{In[n]}``, ``{Out[n]}``, ``{Err[n]}`` and ``{Err}`` (the last error) for ``--interpolate``: the
-    shell's input and output history and the errors the log kept, lines holding a credential withheld."""
+    shell's input and output history and the errors the log kept, lines holding a credential withheld.
 
-    def __init__(self, shell: Any, log: ErrorLog, is_secret: IsSecret) -> None:
+    A variable's field (``{df}``) goes through the secret filter too, and a DataFrame, Series or array,
+    or any value whose text is longer than ``budget``, becomes its bounded description, as ``--context``
+    gives it; ``{expression}``'s text is withheld when it would give a credential away (see :meth:`guard`).
+    """
+
+    def __init__(self, shell: Any, log: ErrorLog, is_secret: IsSecret, budget: int) -> None:
         self._history = shell.history_manager
+        self._namespace = shell.user_ns
         self._log = log
         self._is_secret = is_secret
+        self._budget = budget
+
+    def guard(self, text: str) -> str:
+        """An expression's text as sent: withheld when it holds a credential."""
+        return WITHHELD_VALUE if self._is_secret(text) else text
 
     def lookup(self, field: str) -> str | None:
         """The text ``field`` refers to; None when it is no history reference (an expression)."""
         match = _REFERENCE.fullmatch(field.strip())
         if match is None:
-            return None
+            return self._variable(field.strip())
         number = int(match["number"]) if match["number"] else None
         return withhold_lines(self._text(match["kind"] or "Err", number, field), self._is_secret)
+
+    def _variable(self, name: str) -> str | None:
+        """A variable's text, or None to evaluate the field as written (a short value, an expression)."""
+        if not name.isidentifier() or name not in self._namespace:
+            return None
+        value = self._namespace[name]
+        tabular = any(instance_of(value, module, kind) for module, kind in
+                      (("pandas", "DataFrame"), ("pandas", "Series"), ("numpy", "ndarray")))
+        if tabular or SECRET_NAME.search(name) or self._is_secret(str(value)) or len(str(value)) > self._budget:
+            return describe_variable(name, self._namespace, self._budget, self._is_secret)
+        return None
 
     def _text(self, kind: str, number: int | None, field: str) -> str:
         if kind == "In":

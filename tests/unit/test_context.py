@@ -338,3 +338,16 @@ def test_earlier_turns_context_is_left_out_before_this_ones(ip: Shell, loopback:
     assert sent[0] == {"role": "user", "content": "First"}, "the first turn's prompt goes without its context"
     assert sent[-1]["content"].startswith("Context from the notebook") and "small" in sent[-1]["content"]
     assert ip.turns[0].user.context, "the turn itself keeps what it sent"
+
+
+def test_interpolated_fields_pass_the_secret_filter_and_large_ones_are_described(
+        ip: Shell, keyed: LoopbackServer) -> None:
+    ip.shell.user_ns.update(api_token="anything", x=KEY, settings={"auth": KEY}, h=HEADER_VALUE, n=5,
+                            df=pd.DataFrame({"a": range(1000), "b": ["word"] * 1000}))
+    ip.ok("%%chat --interpolate\nn={n} tok={api_token} x={x} s={settings} h={h} up={x.upper().lower()} df={df}")
+
+    sent = sent_prompt(keyed)
+    assert sent.startswith("n=5 tok=" + WITHHELD_NAME), sent
+    assert sent.count(WITHHELD_VALUE) == 4, "x, settings, h and an expression giving the key back"
+    assert "df=DataFrame: 1,000 rows × 2 columns" in sent and len(sent) < 2600, "bounded, as --context gives it"
+    assert all(KEY.encode() not in r.body and HEADER_VALUE.encode() not in r.body for r in keyed.requests)

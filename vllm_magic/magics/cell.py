@@ -96,8 +96,8 @@ def run_cell(magics: VLLMMagics, line: str, cell: str) -> None:
     chat = session.chat(args.conversation)
     namespace = magics.shell.user_ns
     if args.interpolate:
-        history = NotebookHistory(magics.shell, magics.error_log, session_secrets(session))
-        prompt = interpolate(prompt, namespace, history.lookup)
+        history = NotebookHistory(magics.shell, magics.error_log, session_secrets(session), session.context_budget)
+        prompt = interpolate(prompt, namespace, history.lookup, history.guard)
     params = cell_params(magics, chat, args, n=args.n, seed=args.seed)
     if args.logprobs is not None:
         params.update(logprobs=True, top_logprobs=args.logprobs)

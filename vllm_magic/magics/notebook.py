@@ -58,10 +58,12 @@ def evaluate(expression: str, namespace: dict[str, Any], command: str, what: str
 
 
 def interpolate(template: str, namespace: dict[str, Any],
-                lookup: Callable[[str], str | None] = lambda field: None) -> str:
+                lookup: Callable[[str], str | None] = lambda field: None,
+                guard: Callable[[str], str] = lambda text: text) -> str:
     """Expand ``{expr}`` (with optional ``!r`` and ``:spec``) from ``namespace``; ``{{`` is a brace.
 
-    ``lookup(field)`` is asked first: the text of a field it knows (``{In[3]}``, ``{Err}``), else None.
+    ``lookup(field)`` is asked first: the text of a field it knows (``{In[3]}``, ``{Err}``, a large or
+    secret variable), else None. ``guard`` sees each evaluated field's text (the secret filter).
     """
     out: list[str] = []
     try:
@@ -80,7 +82,7 @@ def interpolate(template: str, namespace: dict[str, Any],
             value = _evaluate_field(field, namespace)
         if conversion:
             value = {"r": repr, "s": str, "a": ascii}[conversion](value)
-        out.append(format(value, spec or ""))
+        out.append(guard(format(value, spec or "")))
     return "".join(out)
 
 
