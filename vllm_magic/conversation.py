@@ -64,6 +64,8 @@ class Turn:
     samples: list[str] | None = None
     """Every sample's text when several were asked for (``n`` > 1); the answer is sample :attr:`picked`."""
     picked: int = 0
+    left_out: str | None = None
+    """What context was left out of the request to fit the model's window (``--context``), said in the footer."""
     cell: int | None = None
     """The execution count of the notebook cell that made the turn (``In [7]``); None from the panel,
     the sidebar or Python, and in files saved before turns knew their cell."""

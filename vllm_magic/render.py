@@ -219,6 +219,8 @@ def footer_text(turn: Turn) -> str:
     if turn.tokens_per_second is not None:
         parts.append(f"{turn.tokens_per_second:.1f} tok/s overall")
     parts.append(ending(turn))
+    if turn.left_out:
+        parts.append(turn.left_out)
     return " \u00b7 ".join(parts)
 
 

@@ -62,6 +62,8 @@ class Response:
         """What the user should know about the request (e.g. fields translated for this server)."""
         self.cell: int | None = None
         """The execution count of the notebook cell that asked, kept on the recorded turn."""
+        self.left_out: str | None = None
+        """What context was left out to fit the window: the recorded turn's footer says it."""
 
     @property
     def prompt(self) -> str:
@@ -264,7 +266,7 @@ class Response:
         self._record(turn)
 
     def _record(self, turn: Turn) -> None:
-        turn.cell = self.cell
+        turn.cell, turn.left_out = self.cell, self.left_out
         self.turn = turn
         if self._mode == "add":
             self._conversation.add(turn)

@@ -283,6 +283,9 @@ def test_context_that_would_overflow_is_left_out_last_first(ip: Shell, loopback:
     assert count_chat_tokens(whole) + 16 > 512 >= count_chat_tokens(cut) + 16
     assert chat_bodies(loopback)[-1]["messages"] == cut
     assert ip.turns[-1].user.context == "small:\nint: 7"
+    footer = out.strip().splitlines()[-1]
+    assert footer.startswith("[tiny-chat") and footer.endswith(f"· Context left out to fit tiny-chat's 512 tokens: big ({dropped:,} tokens).]")
+    assert ip.turns[-1].left_out.startswith("Context left out"), "the turn keeps it, for history"
 
 
 def test_when_nothing_fits_the_request_goes_and_the_server_says_why(ip: Shell, loopback: LoopbackServer) -> None:

@@ -161,12 +161,15 @@ def cell_params(magics: VLLMMagics, chat: Chat, args: Namespace, **overrides: An
 
 def show_with_context(magics: VLLMMagics, chat: Chat, pieces: list[Piece], ask: Callable[[str], Response],
                       **view: bool) -> Turn | None:
-    """Ask with as much of the context ``pieces`` as fits the model's window (one line says what was left
-    out), then :func:`show` the answer with ``view``'s options."""
-    response, note = fit(pieces, ask, chat.connection.client, chat.history)
-    if note:
-        print(note)
-    return show(magics, response, **view)
+    """Ask with as much of the context ``pieces`` as fits the model's window (the answer's footer says
+    what was left out), then :func:`show` the answer with ``view``'s options."""
+    response, response.left_out = fit(pieces, ask, chat.connection.client, chat.history)
+    try:
+        return show(magics, response, **view)
+    except errors.VLLMError:
+        if response.left_out:  # no turn, so no footer to say it
+            print(response.left_out)
+        raise
 
 
 def put_code(shell: Any, turn: Turn | None, number: int) -> None:
