@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import sys
 from pathlib import Path
 
@@ -90,17 +89,6 @@ class LiteLLMProxy(Service):
         return {**super().environment(), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 
-def _foreground(service: Service) -> int:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with service.start():
-        try:
-            service.wait_ready()
-            print(service.base_url, flush=True)
-            return service.wait()
-        except KeyboardInterrupt:
-            return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,11 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"router  {ensure_router()}\nlitellm {ensure_litellm()}")
         return 0
     if args.command == "router":
-        return _foreground(Router(args.worker_urls, python=ensure_router(), port=args.port))
+        return vllm_env.foreground(Router(args.worker_urls, python=ensure_router(), port=args.port))
     proxy = LiteLLMProxy(chat_url=args.chat_url, embed_url=args.embed_url, backend_key=args.key,
                          python=ensure_litellm(), port=args.port)
     print(f"master key: {proxy.api_key}", file=sys.stderr)
-    return _foreground(proxy)
+    return vllm_env.foreground(proxy)
 
 
 if __name__ == "__main__":

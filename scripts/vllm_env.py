@@ -530,21 +530,26 @@ def _cmd_ensure() -> int:
     return 0
 
 
-def _cmd_serve(kind: Kind, port: int | None, api_key: str | None) -> int:
+def foreground(service: Service) -> int:
+    """Start ``service``, print its URL once it is ready, and run until Ctrl-C or SIGTERM (0), or
+    until it exits by itself (1, with its log's last lines)."""
     # SIGTERM ends the foreground server as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with start_server(kind, port=port, api_key=api_key) as server:
+    with service.start():
         try:
-            server.wait_ready()
-            print(server.base_url, flush=True)
-            _log(
-                f"serving {server.model} (pid {server.pid}, log {server.log_path}); Ctrl-C stops it"
-            )
-            code = server.wait()
+            service.wait_ready()
+            print(service.base_url, flush=True)
+            _log(f"serving {service.name} (pid {service.pid}, log {service.log_path}); Ctrl-C stops it")
+            code = service.wait()
         except KeyboardInterrupt:
             return 0
-    _log(f"server exited with {code}; last lines:\n{server.log_tail()}")
+    _log(f"{service.name} exited with {code}; last lines:\n{service.log_tail()}")
     return 1
+
+
+def _cmd_serve(kind: Kind, port: int | None, api_key: str | None) -> int:
+    return foreground(VLLMServer(kind, python=ensure_env(), model_dir=ensure_models()[kind], port=port,
+                                 api_key=api_key))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,9 +55,9 @@ def from_data(data: Any) -> list[Conversation]:
     return [Conversation.from_dict(conversation) for conversation in data["conversations"]]
 
 
-def write(path: Path, conversations: Iterable[Conversation], image_data: bool = True) -> None:
-    """Replace ``path`` with the conversations, atomically (see :meth:`Conversation.save` for ``image_data``)."""
-    text = json.dumps(as_data(conversations, image_data), indent=1, ensure_ascii=False) + "\n"
+def write(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` with the conversations :func:`as_data` made, atomically."""
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
     import tempfile  # only when a notebook's conversations are written
 
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

@@ -318,13 +318,14 @@ class Session(HasTraits):
         except errors.ConfigError as exc:
             self._saved = []  # an unreadable file is replaced by this session's conversations
             self.warn(exc)
+        data = notebook_store.as_data(self.conversations.values(), self.save_images)
         try:
-            notebook_store.write(path, self.conversations.values(), self.save_images)
+            notebook_store.write(path, data)
         except OSError as exc:
             self.warn(errors.ConfigError(f"The conversation could not be saved to {str(path)!r} ({exc}).",
                                          hint="autosave_failed"))
         for mirror in self.mirrors:
-            mirror(notebook_store.as_data(self.conversations.values(), self.save_images))
+            mirror(data)
 
     # -- params ------------------------------------------------------------------------------
 

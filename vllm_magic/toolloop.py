@@ -74,7 +74,7 @@ class ToolUse:
         last = round_ == self.max_rounds - 1
         forced = round_ == 0 and self.choice not in ("auto", "json")
         if self.mode == "json":
-            if last or self.choice == "none":
+            if not self.guides(round_):
                 return {}
             from .tools import union_schema
 
@@ -89,8 +89,9 @@ class ToolUse:
         return {"tools": [t.spec(strict=True) for t in self.tools], "tool_choice": choice}
 
     def guides(self, round_: int) -> bool:
-        """Whether request number ``round_`` is held to guided JSON (a call or an answer)."""
-        return self.mode == "json" and bool(self.request_fields(round_))
+        """Whether request number ``round_`` is held to guided JSON (a call or an answer): in ``json``
+        mode, all but the last request and unless no call is wanted."""
+        return self.mode == "json" and round_ != self.max_rounds - 1 and self.choice != "none"
 
     def fall_back(self, error: errors.VLLMError) -> str | None:
         """After the server refused tool calling for want of a parser: switch to guided JSON and return
